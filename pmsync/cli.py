@@ -1,0 +1,88 @@
+"""The `pmsync` command line. Each command is a thin shell over a function in the package that owns the work."""
+from __future__ import annotations
+
+import os
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from pmsync.errors import PmsyncError
+
+app = typer.Typer(
+    name="pmsync",
+    help="One honest schedule across Jira, Asana, Trello and Microsoft Project.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+ConfigOption = typer.Option(
+    None, "--config", "-c", help="Path to pmsync.yaml (default ./pmsync.yaml or $PMSYNC_CONFIG)."
+)
+
+
+@app.callback()
+def _root() -> None:
+    """One honest schedule across Jira, Asana, Trello and Microsoft Project."""
+
+
+def config_path(given: Optional[Path]) -> Path:
+    """The configuration file the user means: --config, else $PMSYNC_CONFIG, else ./pmsync.yaml."""
+    if given is not None:
+        return given
+    return Path(os.environ.get("PMSYNC_CONFIG", "pmsync.yaml"))
+
+
+def _parse_date(value: Optional[str], option: str) -> Optional[date]:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise PmsyncError(f"{option} {value!r} is not a date; write it as YYYY-MM-DD, for example 2026-11-22.")
+
+
+@app.command()
+def sandbox(
+    size: str = typer.Option("small", help="small (~300 tasks), medium (~5,000), large (~200,000), or a task count."),
+    seed: int = typer.Option(7, help="Seed of the generated portfolio; the same seed gives the same data."),
+    port: int = typer.Option(8700, help="First port: Jira, Asana, Trello and Graph listen on PORT..PORT+3 (0 = free ports)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="The sandbox's today (YYYY-MM-DD); default today."),
+    write_config: Optional[Path] = typer.Option(None, "--write-config", help="Write a ready pmsync.yaml here."),
+    tls: bool = typer.Option(False, help="Serve https with a throwaway local CA (its bundle is named in the config)."),
+    latency_ms: float = typer.Option(0.0, "--latency-ms", help="Latency added to every request, in milliseconds."),
+    no_rate_limits: bool = typer.Option(False, "--no-rate-limits", help="Turn the vendors' rate limits off."),
+) -> None:
+    """Serve the four emulated tools on 127.0.0.1 until stopped, with a ready configuration."""
+    from sandbox.server import serve_forever
+
+    serve_forever(
+        size=size, seed=seed, port=port, as_of=_parse_date(as_of, "--as-of"), write_config=write_config,
+        tls=tls, latency_ms=latency_ms, rate_limits=not no_rate_limits,
+    )
+
+
+def main() -> None:
+    """Entry point: run the app and turn known failures into one sentence and a non-zero exit."""
+    try:
+        app(standalone_mode=False)
+    except PmsyncError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("stopped.")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors carry their own exit code and message
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
