@@ -1,0 +1,1 @@
+"""Contract checks: HTTP exchanges with the vendor emulators validated against the vendors' OpenAPI files."""

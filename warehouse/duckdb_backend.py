@@ -1,0 +1,91 @@
+"""The embedded DuckDB warehouse: one file, the default."""
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from mappings.schema import Table
+from warehouse.base import Params, Warehouse, WarehouseError
+
+_PLACEHOLDER = re.compile(r"%%|%\((\w+)\)s|%s")
+
+
+def to_duckdb_placeholders(sql: str) -> str:
+    """Rewrite `%s` / `%(name)s` placeholders (and `%%`) into DuckDB's `?` / `$name` (and `%`)."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "%%":
+            return "%"
+        if match.group(1):
+            return "$" + match.group(1)
+        return "?"
+
+    return _PLACEHOLDER.sub(replace, sql)
+
+
+class DuckDBWarehouse(Warehouse):
+    """A warehouse in a DuckDB file (or in memory for ':memory:'). Timestamps are read and written in UTC."""
+
+    dialect = "duckdb"
+    type_names = {
+        "string": "VARCHAR",
+        "date": "DATE",
+        "timestamp": "TIMESTAMPTZ",
+        "boolean": "BOOLEAN",
+        "integer": "BIGINT",
+        "float": "DOUBLE",
+        "json": "JSON",
+    }
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._connection = duckdb.connect(self.path)
+        except duckdb.Error as error:
+            raise WarehouseError(
+                f"Cannot open the DuckDB warehouse {self.path} ({_first_line(error)}); "
+                "check that the path is writable and that no other pmsync process holds it open."
+            ) from None
+        self._connection.execute("SET TimeZone = 'UTC'")
+
+    @property
+    def location(self) -> str:
+        return self.path
+
+    def _execute(self, sql: str, params: Params = None) -> None:
+        self._connection.execute(to_duckdb_placeholders(sql), params)
+
+    def _fetch(self, sql: str, params: Params = None) -> pd.DataFrame:
+        with warnings.catch_warnings():
+            # The extra copy it warns about is of the result, which is what a frame needs anyway.
+            warnings.simplefilter("ignore", UserWarning)
+            result = self._connection.execute(to_duckdb_placeholders(sql), params).to_arrow_table()
+        return result.to_pandas()
+
+    @contextmanager
+    def _staged(self, name: str, table: Table, data: pa.Table) -> Iterator[None]:
+        self._connection.register(name, data)
+        try:
+            yield
+        finally:
+            self._connection.unregister(name)
+
+    def _lock_for_migration(self) -> None:
+        """DuckDB lets one process write a file at a time, so migrations are already serialized."""
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
