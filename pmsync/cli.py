@@ -67,6 +67,18 @@ def sandbox(
     )
 
 
+@app.command()
+def init(
+    config: Optional[Path] = ConfigOption,
+    force: bool = typer.Option(False, "--force", help="Overwrite the file if it exists."),
+) -> None:
+    """Write a commented example pmsync.yaml."""
+    from pmsync.config import write_example
+
+    written = write_example(config_path(config), force=force)
+    typer.echo(f"Wrote {written}; set the environment variables it names, then edit it to match your tools.")
+
+
 def main() -> None:
     """Entry point: run the app and turn known failures into one sentence and a non-zero exit."""
     try:

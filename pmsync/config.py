@@ -291,7 +291,7 @@ class PlannerConnection(_GraphConnection):
     @model_validator(mode="after")
     def _something_to_pull(self) -> PlannerConnection:
         if not self.plans and not self.groups:
-            raise Problem("names no plans and no groups", "add plans: [plan-id] or groups: [group-id]", loc=("plans",))
+            raise Problem("is empty and so is groups", "add plans: [plan-id] or groups: [group-id]", loc=("plans",))
         return self
 
 
@@ -516,7 +516,7 @@ class SyncSettings(_Section):
 
 
 class ReportSettings(_Section):
-    out_dir: Path = Path("reports")
+    out_dir: Path = Field(Path("reports"), validate_default=True)
 
     @field_validator("out_dir")
     @classmethod
@@ -722,7 +722,7 @@ def secret_values(config: Config) -> list[str]:
                 collect(value)
 
     collect(config)
-    password = urlsplit(config.warehouse).password if "://" in config.warehouse else None
+    password = _url_password(config.warehouse)
     if password:
         found.add(password)
     return sorted((s for s in found if s), key=len, reverse=True)
@@ -740,7 +740,6 @@ def redact(text: str, config: Config) -> str:
     return _redact_values(text, secret_values(config))
 
 
-# --- loading -----------------------------------------------------------------------------------------------
 
 ENV_REFERENCE = re.compile(r"(\$?)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -795,7 +794,7 @@ def _child_label(parts: list[str], key: Any, node: Any) -> list[str]:
     return parts + [f".{key}" if parts else str(key)]
 
 
-def _substitute_text(text: str, env: Mapping[str, str], where: str, path: Path, used: set[str]) -> str:
+def _substitute_text(text: str, env: Mapping[str, str], where: str, path: Path) -> str:
     def replace(match: re.Match[str]) -> str:
         escaped, name, default = match.groups()
         if escaped:
@@ -808,7 +807,6 @@ def _substitute_text(text: str, env: Mapping[str, str], where: str, path: Path, 
                     f"export {name} or write the value."
                 )
             value = default
-        used.add(value)
         return value
 
     result = ENV_REFERENCE.sub(replace, text)
@@ -820,15 +818,18 @@ def _substitute_text(text: str, env: Mapping[str, str], where: str, path: Path, 
     return result
 
 
-def substitute_env(node: Any, env: Mapping[str, str], path: Path, used: set[str], parts: list[str] | None = None) -> Any:
-    """The YAML tree with `${VAR}` / `${VAR:-default}` in every string replaced from `env`; records used values."""
+def substitute_env(node: Any, env: Mapping[str, str], path: Path, parts: list[str] | None = None) -> Any:
+    """The YAML tree with `${VAR}` / `${VAR:-default}` in every string replaced from `env`.
+
+    Raises ConfigError naming the key (and `path`) where a variable is unset and has no default.
+    """
     parts = parts or []
     if isinstance(node, str):
-        return _substitute_text(node, env, _label(parts), path, used)
+        return _substitute_text(node, env, _label(parts), path)
     if isinstance(node, dict):
-        return {key: substitute_env(value, env, path, used, _child_label(parts, key, value)) for key, value in node.items()}
+        return {key: substitute_env(value, env, path, _child_label(parts, key, value)) for key, value in node.items()}
     if isinstance(node, list):
-        return [substitute_env(item, env, path, used, _child_label(parts, i, item)) for i, item in enumerate(node)]
+        return [substitute_env(item, env, path, _child_label(parts, i, item)) for i, item in enumerate(node)]
     return node
 
 
@@ -841,24 +842,42 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"{path} is empty; run `pmsync init --force` to write an example, or fill it in.")
     if not isinstance(raw, dict):
         raise ConfigError(f"In {path}, the top level is not a mapping of keys; start from `pmsync init`.")
-    used: set[str] = set()
-    data = substitute_env(raw, env, path, used)
+    data = substitute_env(raw, env, path)
     try:
         return Config.model_validate(data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
         message = describe_validation_error(exc, data, path)
-        raise ConfigError(_redact_values(message, sorted(used | _auth_values(data)))) from None
+        raise ConfigError(_redact_values(message, sorted(_secret_inputs(data)))) from None
 
 
-def _auth_values(node: Any, under_auth: bool = False) -> set[str]:
+SECRET_KEYS = frozenset({"token", "key", "client_secret"})
+
+
+def _secret_inputs(node: Any) -> set[str]:
+    """Values written at secret keys (and the warehouse password), so no message can echo them."""
+    found: set[str] = set()
     if isinstance(node, dict):
-        return set().union(*(_auth_values(v, under_auth or k == "auth") for k, v in node.items()))
-    if isinstance(node, list):
-        return set().union(*(_auth_values(v, under_auth) for v in node))
-    return {str(node)} if under_auth and node not in (None, "") and not isinstance(node, bool) else set()
+        for key, value in node.items():
+            if key in SECRET_KEYS and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                found.add(str(value))
+            else:
+                found |= _secret_inputs(value)
+        warehouse = node.get("warehouse")
+        if isinstance(warehouse, str) and "://" in warehouse:
+            found.add(_url_password(warehouse) or "")
+    elif isinstance(node, list):
+        for item in node:
+            found |= _secret_inputs(item)
+    return found - {""}
 
 
-# --- turning pydantic's errors into one sentence ------------------------------------------------------------
+def _url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
 
 
 def _key_path(loc: tuple[Any, ...], data: Any) -> str:
@@ -969,8 +988,10 @@ def _explain(error: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _rank(error: Mapping[str, Any]) -> int:
-    # Union member errors come in pairs; a single clear error wins over them.
-    return 1 if any(isinstance(s, str) and ("[" in s or s in ("bool", "str", "dict")) for s in error["loc"]) else 0
+    # A misspelt key explains the "missing" error beside it; union members' errors come in pairs, so go last.
+    if error["type"] == "extra_forbidden":
+        return 0
+    return 2 if any(isinstance(s, str) and ("[" in s or s in ("bool", "str", "dict")) for s in error["loc"]) else 1
 
 
 def describe_validation_error(exc: ValidationError, data: Any, path: Path) -> str:
@@ -989,7 +1010,6 @@ def describe_validation_error(exc: ValidationError, data: Any, path: Path) -> st
     return f"In {path}, {_key_path(loc, data)} {problem}; {fix}{more}."
 
 
-# --- the example -------------------------------------------------------------------------------------------
 
 
 def example_text() -> str:

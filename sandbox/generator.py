@@ -475,7 +475,7 @@ def _fill_project(rng: np.random.Generator, t: Columns, p: Project, tool: int, n
             sub = (u[1] < 0.2) & (np.arange(n) > n_epics + 1)
             j = np.flatnonzero(sub)
             cand = n_epics + (u[2][j] * (j - n_epics)).astype(np.int64)
-            ok = kind[cand] == TASK
+            ok = (kind[cand] == TASK) & ~sub[cand]
             kind[j[ok]] = SUBTASK
             parent[j[ok]] = s + cand[ok]
     if tool in (JIRA, ASANA, MSPROJECT):

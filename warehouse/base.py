@@ -157,7 +157,13 @@ class Warehouse(ABC):
             return 0
         data = frames.to_arrow(table, frame)
         with self.transaction(), self._staged("_pmsync_incoming", table, data):
-            self._execute(self._upsert_sql(table, data.column_names, "_pmsync_incoming"))
+            if _lacks_required_columns(table, data.column_names):
+                # PostgreSQL checks NOT NULL on the proposed row before ON CONFLICT, so partial rows update
+                # the stored ones instead; any that are new fail on the missing columns, as they should.
+                for statement in self._update_then_insert_sql(table, data.column_names, "_pmsync_incoming"):
+                    self._execute(statement)
+            else:
+                self._execute(self._upsert_sql(table, data.column_names, "_pmsync_incoming"))
         return len(frame)
 
     def _keyed_rows(self, table: Table, frame: pd.DataFrame) -> pd.DataFrame:
@@ -185,6 +191,25 @@ class Warehouse(ABC):
         if not updates:
             return insert + " DO NOTHING"
         return insert + " DO UPDATE SET " + ", ".join(updates)
+
+    def _update_then_insert_sql(self, table: Table, names: Sequence[str], source: str) -> list[str]:
+        target, staged = quote(table.name), quote(source)
+        matches = " AND ".join(f"t.{quote(key)} = s.{quote(key)}" for key in table.primary_key)
+        updates = [
+            f"{quote(name)} = COALESCE(t.{quote(name)}, s.{quote(name)})"
+            if table.column(name).write_once
+            else f"{quote(name)} = s.{quote(name)}"
+            for name in names
+            if name not in table.primary_key
+        ]
+        statements = []
+        if updates:
+            statements.append(f"UPDATE {target} AS t SET {', '.join(updates)} FROM {staged} AS s WHERE {matches}")
+        statements.append(
+            f"INSERT INTO {target} ({_column_list(names)}) SELECT {_column_list(names)} FROM {staged} AS s"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {matches})"
+        )
+        return statements
 
     def replace(self, table_name: str, frame: pd.DataFrame, where: str | None = None, params: Params = None) -> int:
         """Delete the rows matching `where` (every row when None) and insert the frame, in one transaction.
@@ -429,6 +454,10 @@ class Warehouse(ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _lacks_required_columns(table: Table, names: Sequence[str]) -> bool:
+    return any(not column.nullable and column.name not in names for column in table.columns)
 
 
 def _merge_history(stored: pd.DataFrame, incoming: pd.DataFrame) -> pd.DataFrame:

@@ -122,14 +122,19 @@ def _stringify_response_codes(spec: dict[str, Any]) -> None:
 
 def _walk_schemas(node: Any, repair: Any) -> None:
     """Apply ``repair`` to every object in the document except examples (which are data, not schemas)."""
-    stack = [node]
+    stack: list[tuple[Any, str]] = [(node, "")]
     while stack:
-        current = stack.pop()
+        current, parent_key = stack.pop()
         if isinstance(current, dict):
-            repair(current)
-            stack.extend(value for key, value in current.items() if key not in ("example", "examples"))
+            if parent_key != "properties":
+                repair(current)
+            stack.extend(
+                (value, key)
+                for key, value in current.items()
+                if parent_key == "properties" or key not in ("example", "examples")
+            )
         elif isinstance(current, list):
-            stack.extend(current)
+            stack.extend((item, parent_key) for item in current)
 
 
 def _repair_schema(vendor: str, node: dict[str, Any]) -> None:
@@ -157,6 +162,11 @@ def _parse_string_example(node: dict[str, Any]) -> None:
 
 def _repair_nullable(node: dict[str, Any]) -> None:
     """Make ``nullable: true`` admit null even where the schema also composes, refers or enumerates."""
+    for branch in node.get("allOf", []) if isinstance(node.get("allOf"), list) else []:
+        # Asana writes a nullable reference as allOf [{$ref}, {nullable: true}] and means the whole may be null.
+        if isinstance(branch, dict) and branch.get("nullable") is True:
+            del branch["nullable"]
+            node["nullable"] = True
     if node.get("nullable") is not True:
         return
     if {"$ref", "allOf", "anyOf", "oneOf", "not"} & node.keys():
@@ -575,10 +585,11 @@ def _schema_problems(vendor: str, pointer: str, direction: str, instance: Any, w
     errors = sorted(
         _validator(vendor, pointer, direction).iter_errors(instance), key=lambda error: list(error.absolute_path)
     )
-    for error in errors[:_MAX_ERRORS_PER_BODY]:
-        yield f"{what} at {error.json_path}: {_describe(error)}"
-    if len(errors) > _MAX_ERRORS_PER_BODY:
-        yield f"{what}: {len(errors) - _MAX_ERRORS_PER_BODY} more problems not shown"
+    # dict.fromkeys de-duplicates: the OAS 3.0 `type` keyword reports a forbidden null twice.
+    lines = list(dict.fromkeys(f"{what} at {error.json_path}: {_describe(error)}" for error in errors))
+    yield from lines[:_MAX_ERRORS_PER_BODY]
+    if len(lines) > _MAX_ERRORS_PER_BODY:
+        yield f"{what}: {len(lines) - _MAX_ERRORS_PER_BODY} more problems not shown"
 
 
 def _describe(error: ValidationError) -> str:
