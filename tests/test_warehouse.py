@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mappings.schema import TABLES
 from warehouse import Warehouse, WarehouseError, duckdb_path, open_warehouse
@@ -386,3 +388,42 @@ def test_postgres_schema_can_come_from_the_search_path_option() -> None:
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_partial_rows_for_new_keys_fail_on_their_missing_required_columns(warehouse: Warehouse) -> None:
+    with pytest.raises(Exception, match="(?i)null"):
+        warehouse.upsert("tasks", pd.DataFrame({"task_uid": ["eng-jira:1"], "title": ["orphan"]}))
+    assert warehouse.count("tasks") == 0
+
+
+_due_dates = st.sampled_from([None, "2025-03-01", "2025-03-15", "2025-04-01"])
+_versions = st.lists(
+    st.tuples(st.sampled_from(["t:1", "t:2"]), st.integers(1, 20), _due_dates, st.sampled_from(["todo", "done"])),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=_versions)
+def test_history_is_a_minimal_ordered_chain_and_reapplying_is_a_no_op(
+    batch: list[tuple[str, int, str | None, str]],
+) -> None:
+    rows = pd.DataFrame(
+        [version(uid, f"2025-01-{day:02d}", due, status_category=category) for uid, day, due, category in batch]
+    )
+    with open_warehouse("duckdb:///:memory:") as opened:
+        opened.apply_task_versions(rows.sample(frac=1.0, random_state=len(batch)))
+        once = opened.read("task_history")
+        assert opened.apply_task_versions(rows) == 0
+        for _, chain in once.groupby("task_uid"):
+            assert chain["valid_from"].is_monotonic_increasing
+            assert list(chain["valid_to"].iloc[:-1]) == list(chain["valid_from"].iloc[1:])
+            assert pd.isna(chain["valid_to"].iloc[-1])
+            fields = chain[["due_date", "status_category"]].astype("str").to_numpy()
+            assert all((fields[i] != fields[i + 1]).any() for i in range(len(fields) - 1))
+        one_at_a_time = open_warehouse("duckdb:///:memory:")
+        for _, one in rows.sort_values("valid_from", kind="stable").iterrows():
+            one_at_a_time.apply_task_versions(pd.DataFrame([one]))
+        pd.testing.assert_frame_equal(one_at_a_time.read("task_history"), once)
+        one_at_a_time.close()

@@ -1,0 +1,172 @@
+"""HTTP concerns every connector shares, written once: retries with Retry-After and backoff, and request counts.
+
+The vendor SDKs each bring their own transport (requests for jira and py-trello, urllib3 for asana, httpx for
+msgraph), so the policy lives here and each transport gets a thin adapter over it. A retry happens on 429, on
+5xx, on a dropped connection, and on a 2xx GET whose JSON body is cut short or malformed (a proxy truncating a
+page must not lose records). Retry-After is honoured in both of its forms, seconds (with decimals, as Graph sends)
+and HTTP dates (which the jira SDK's own retry mishandles).
+"""
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+log = logging.getLogger("pmsync.http")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: attempts per request, and the exponential backoff used where no Retry-After is given."""
+
+    max_attempts: int = 8
+    base_delay_s: float = 0.5
+    max_delay_s: float = 60.0
+    retry_statuses: frozenset[int] = RETRY_STATUSES
+    check_json: bool = True
+
+
+@dataclass
+class RequestStats:
+    """What a connection cost on the wire: every attempt, and the 429s and 5xx absorbed on the way."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    server_errors: int = 0
+    connection_errors: int = 0
+    bad_bodies: int = 0
+    waited_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: float) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return {k: getattr(self, k) for k in
+                    ("requests", "retries", "throttled", "server_errors", "connection_errors", "bad_bodies", "waited_s")}
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: integer or decimal seconds, or an HTTP date; None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def backoff_delay(attempt: int, policy: RetryPolicy, retry_after: float | None = None) -> float:
+    """How long to wait before attempt `attempt + 1`: the server's Retry-After, else full-jitter exponential."""
+    if retry_after is not None:
+        return min(policy.max_delay_s, retry_after)
+    ceiling = min(policy.max_delay_s, policy.base_delay_s * (2 ** attempt))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def is_broken_json(body: bytes) -> bool:
+    """True when a body that should be JSON does not parse (a truncated or malformed page)."""
+    if not body:
+        return False
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return True
+    return False
+
+
+class RetryingAdapter(HTTPAdapter):
+    """A requests transport adapter that counts every attempt and retries per `RetryPolicy`.
+
+    `rewrite` maps a URL prefix to another (py-trello's base URL is fixed; this points it at another host).
+    `sleep` is injectable so that tests of the policy need not wait.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        stats: RequestStats,
+        rewrite: tuple[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(pool_connections=4, pool_maxsize=16, **kwargs)
+        self.policy = policy
+        self.stats = stats
+        self.rewrite = rewrite
+        self.sleep = sleep
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if self.rewrite and request.url and request.url.startswith(self.rewrite[0]):
+            request.url = self.rewrite[1] + request.url[len(self.rewrite[0]):]
+        policy = self.policy
+        for attempt in range(policy.max_attempts):
+            last = attempt == policy.max_attempts - 1
+            self.stats.add(requests=1)
+            try:
+                response = super().send(request, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                self.stats.add(connection_errors=1)
+                if last:
+                    raise
+                self._wait(attempt, None, f"{type(exc).__name__} on {request.method} {_path(request.url)}")
+                continue
+            status = response.status_code
+            if status in policy.retry_statuses and not last:
+                self.stats.add(throttled=1) if status == 429 else self.stats.add(server_errors=1)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                response.close()
+                self._wait(attempt, retry_after, f"{status} on {request.method} {_path(request.url)}")
+                continue
+            if (policy.check_json and not last and request.method == "GET" and 200 <= status < 300
+                    and "json" in response.headers.get("Content-Type", "") and is_broken_json(response.content)):
+                self.stats.add(bad_bodies=1)
+                self._wait(attempt, None, f"unreadable JSON body on GET {_path(request.url)}")
+                continue
+            return response
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _wait(self, attempt: int, retry_after: float | None, why: str) -> None:
+        delay = backoff_delay(attempt, self.policy, retry_after)
+        self.stats.add(retries=1, waited_s=delay)
+        log.info("retrying after %.2fs: %s", delay, why)
+        self.sleep(delay)
+
+
+def mount_retrying(
+    session: requests.Session, policy: RetryPolicy, stats: RequestStats, rewrite: tuple[str, str] | None = None
+) -> RetryingAdapter:
+    """Install one retrying adapter for both schemes on a session; returns it."""
+    adapter = RetryingAdapter(policy, stats, rewrite=rewrite)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return adapter
+
+
+def _path(url: str | None) -> str:
+    """A URL without its query string, for logs: queries may carry credentials (Trello's key and token)."""
+    return (url or "").split("?", 1)[0]
