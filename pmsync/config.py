@@ -307,16 +307,17 @@ class ProjectFile(_Section):
         return f"drive:{self.drive_id}/items/{self.item_id}" if self.kind == "drive" else f"file:{self.path}"
 
 
-def _parse_project_file(value: Any, base_dir: Path) -> Any:
+def _parse_project_file(value: Any, base_dir: Path, index: int) -> Any:
     if not isinstance(value, str):
-        return value
+        raise Problem(f"is {_kind_of(value)}, not a file reference", 'write "drive:..." or "file:..."', loc=(index,))
     if match := DRIVE_ITEM.match(value):
         return {"kind": "drive", **match.groupdict()}
     if value.startswith("file:") and len(value) > len("file:"):
         return {"kind": "file", "path": _resolve(value[len("file:"):], base_dir)}
     raise Problem(
-        f"has {value!r}, which is neither a drive item nor a file",
+        f"is {value!r}, which is neither a drive item nor a file",
         'write "drive:{drive-id}/items/{item-id}" or "file:plans/name.mpp"',
+        loc=(index,),
     )
 
 
@@ -330,7 +331,7 @@ class MsProjectConnection(_GraphConnection):
     def _parse_files(cls, files: Any, info: ValidationInfo) -> Any:
         if not isinstance(files, list):
             return files
-        return [_parse_project_file(item, _base_dir(info)) for item in files]
+        return [_parse_project_file(item, _base_dir(info), index) for index, item in enumerate(files)]
 
     @model_validator(mode="after")
     def _drive_needs_auth(self) -> MsProjectConnection:
@@ -728,15 +729,22 @@ def secret_values(config: Config) -> list[str]:
     return sorted((s for s in found if s), key=len, reverse=True)
 
 
+# Shorter values are no secret worth the name, and replacing them everywhere would garble the sentence.
+MIN_SECRET_LENGTH = 4
+
+
 def _redact_values(text: str, secrets: list[str]) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
+        if len(secret) >= MIN_SECRET_LENGTH:
             text = text.replace(secret, "***")
     return text
 
 
 def redact(text: str, config: Config) -> str:
-    """`text` with every secret value of `config` replaced by ***; use it on anything bound for logs or errors."""
+    """`text` with every secret value of `config` (of 4 characters or more) replaced by ***.
+
+    Use it on anything bound for logs, errors, the warehouse or reports.
+    """
     return _redact_values(text, secret_values(config))
 
 
@@ -983,6 +991,8 @@ def _explain(error: Mapping[str, Any]) -> tuple[str, str]:
         return f"should be {error['ctx']['expected']}", "use one of those values"
     if kind == "too_short" and error["ctx"].get("min_length") == 1:
         return "is empty", "give it a value" if isinstance(error.get("input"), str) else "list at least one"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"should be a mapping of keys (got {_kind_of(error.get('input'))})", "write key: value pairs"
     message = error["msg"].removeprefix("Input ").removeprefix("Value ")
     return f"{message[0].lower()}{message[1:]} (got {_kind_of(error.get('input'))})", "correct the value"
 

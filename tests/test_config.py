@@ -243,7 +243,7 @@ BAD_EXAMPLES = {
     "bad_connection_name": (("name: ops-trello", "name: Ops_Trello"), "connections[Ops_Trello].name", "rename it"),
     "unknown_warehouse": (("duckdb:///data/pmsync.duckdb\n", "sqlite:///x.db\n"), "warehouse", "postgresql://"),
     "msproject_file_without_scheme": (('"file:plans/datacenter.mpp"', '"plans/datacenter.mpp"'),
-                                      "connections[pmo-files].files", "file:"),
+                                      "connections[pmo-files].files[1]", "file:"),
     "red_below_amber": (("red_slip_days: 10", "red_slip_days: 1"), "schedule.health.red_slip_days", "at least"),
     "missing_required_key": (("    boards: [aB3dE5]\n", ""), "connections[ops-trello].boards", "add it"),
     "planner_without_plans": (("plans: [xqQg5FS2]", "plans: []"), "connections[pmo-planner].plans", "groups"),

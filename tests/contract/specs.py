@@ -144,6 +144,11 @@ def _walk_schemas(node: Any, repair: Any) -> None:
 def _repair_schema(vendor: str, node: dict[str, Any]) -> None:
     _parse_string_example(node)
     _repair_nullable(node)
+    if isinstance(node.get("$ref"), str) and len(node) > 1:
+        # OpenAPI 3.0 ignores a $ref's siblings; Trello's `{"type": "string", "$ref": Color}` would refuse null.
+        reference = node["$ref"]
+        node.clear()
+        node["$ref"] = reference
     if vendor == "trello" and node.get("format") == "date" and node.get("type") == "string":
         # Trello labels full timestamps (Card.due, Board.dateLastActivity) as `date`; its examples are date-times.
         node["format"] = "date-time"

@@ -235,6 +235,22 @@ def test_trello_card_with_label_objects_conforms() -> None:
     )
 
 
+def test_trello_label_without_colour_conforms() -> None:
+    label = {"id": "5abbe4b7ddc1b351ef961420", "idBoard": TRELLO_BOARD_ID, "name": "", "color": None}
+    exchange = response("GET", f"/1/cards/{TRELLO_CARD_ID}", 200, trello_card(labels=[label]))
+    assert validate_exchange("trello", exchange) == []
+
+
+def test_asana_nullable_enum_admits_null() -> None:
+    project = {"gid": "1202", "resource_type": "project", "name": "Launch", "color": None, "icon": None}
+    assert validate_exchange("asana", response("GET", "/api/1.0/projects/1202", 200, {"data": project})) == []
+    problems = validate_exchange(
+        "asana", response("GET", "/api/1.0/projects/1202", 200, {"data": dict(project, icon="sparkles")})
+    )
+    assert len(problems) == 1
+    assert "$.data.icon: 'sparkles' is not one of" in problems[0]
+
+
 def test_trello_board_cards_are_checked_as_an_array_of_cards() -> None:
     path = f"/1/boards/{TRELLO_BOARD_ID}/cards"
     assert validate_exchange("trello", response("GET", path, 200, [trello_card()])) == []
