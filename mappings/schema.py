@@ -3,6 +3,7 @@
 Column names follow the contract in PRODUCT.md; columns beyond it are marked as such in their docs. The warehouse
 derives its DDL for DuckDB and PostgreSQL from these definitions, and frames are coerced to `pandas_dtypes`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -153,7 +154,9 @@ DEPENDENCIES = Table(
         _col("successor_uid", STRING, False),
         _col("kind", STRING, False, "e.g. finish_to_start, blocks"),
         _col("origin", STRING, False, values=DEPENDENCY_ORIGINS),
-        _col("connection", STRING, doc="beyond the contract: the connection that reported it; null for config"),
+        _col(
+            "connection", STRING, doc="beyond the contract: the connection that reported it; null for config"
+        ),
         _col("lag_days", FLOAT, doc="beyond the contract"),
         _col("last_seen_at", TIMESTAMP, doc="beyond the contract"),
     ),
@@ -231,7 +234,9 @@ SCHEDULE_CYCLES = Table(
 PEOPLE = Table(
     "people",
     (
-        _col("person_uid", STRING, False, "the lower-cased email where known, else `{connection}:{native id}`"),
+        _col(
+            "person_uid", STRING, False, "the lower-cased email where known, else `{connection}:{native id}`"
+        ),
         _col("email", STRING),
         _col("display_name", STRING),
         _col("display_names", JSON, doc="a JSON object: connection name to the name that tool shows"),

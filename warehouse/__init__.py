@@ -1,4 +1,5 @@
 """Storage: DuckDB embedded by default, PostgreSQL for shared deployments, behind one interface."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,9 @@ def duckdb_path(url: str, base_dir: str | Path | None = None) -> str:
     if rest == ":memory:":
         return rest
     if not rest:
-        raise WarehouseError(f"The warehouse URL {url!r} names no file; write it as duckdb:///data/pmsync.duckdb.")
+        raise WarehouseError(
+            f"The warehouse URL {url!r} names no file; write it as duckdb:///data/pmsync.duckdb."
+        )
     path = Path(rest).expanduser()
     if not path.is_absolute():
         path = Path(base_dir or ".").resolve() / path
@@ -58,7 +61,9 @@ def _connect(url: str, base_dir: str | Path | None, schema: str | None) -> Wareh
     if url.startswith("duckdb:") or url.endswith((".duckdb", ".db")):
         from warehouse.duckdb_backend import DuckDBWarehouse
 
-        return DuckDBWarehouse(duckdb_path(url, base_dir) if url.startswith("duckdb:") else _plain(url, base_dir))
+        return DuckDBWarehouse(
+            duckdb_path(url, base_dir) if url.startswith("duckdb:") else _plain(url, base_dir)
+        )
     raise WarehouseError(
         f"The warehouse URL {url!r} is neither duckdb:///path.duckdb nor postgresql://user@host:5432/db; "
         "fix the warehouse key in pmsync.yaml."

@@ -4,18 +4,20 @@ Backends supply a handful of primitives (run SQL, fetch a frame, stage an Arrow 
 operation here is written once, in SQL that DuckDB and PostgreSQL both accept. Parameters in SQL passed by
 callers use the `%s` / `%(name)s` style on both backends.
 """
+
 from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 import pandas as pd
 import pyarrow as pa
 
-from mappings.schema import SCHEDULE_FIELDS, TABLES, Table, table as schema_table
+from mappings.schema import SCHEDULE_FIELDS, TABLES, Table
+from mappings.schema import table as schema_table
 from pmsync.errors import PmsyncError
 from warehouse import frames
 
@@ -137,12 +139,14 @@ class Warehouse(ABC):
 
     def existing_columns(self, table_name: str) -> set[str]:
         """The columns the stored table has (empty when it does not exist)."""
+        return self.existing_tables().get(table_name, set())
+
+    def existing_tables(self) -> dict[str, set[str]]:
+        """Every table of the warehouse's schema, with its columns."""
         rows = self._fetch(
-            "SELECT column_name FROM information_schema.columns"
-            " WHERE table_schema = current_schema() AND table_name = %s",
-            [table_name],
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
         )
-        return set(rows["column_name"])
+        return {name: set(group["column_name"]) for name, group in rows.groupby("table_name")}
 
     def upsert(self, table_name: str, frame: pd.DataFrame) -> int:
         """Insert the frame's rows, or update the stored rows with the same primary key; returns rows written.
@@ -204,14 +208,18 @@ class Warehouse(ABC):
         ]
         statements = []
         if updates:
-            statements.append(f"UPDATE {target} AS t SET {', '.join(updates)} FROM {staged} AS s WHERE {matches}")
+            statements.append(
+                f"UPDATE {target} AS t SET {', '.join(updates)} FROM {staged} AS s WHERE {matches}"
+            )
         statements.append(
             f"INSERT INTO {target} ({_column_list(names)}) SELECT {_column_list(names)} FROM {staged} AS s"
             f" WHERE NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {matches})"
         )
         return statements
 
-    def replace(self, table_name: str, frame: pd.DataFrame, where: str | None = None, params: Params = None) -> int:
+    def replace(
+        self, table_name: str, frame: pd.DataFrame, where: str | None = None, params: Params = None
+    ) -> int:
         """Delete the rows matching `where` (every row when None) and insert the frame, in one transaction.
 
         For tables recomputed whole, such as schedule and project_health. Returns the rows inserted.
@@ -361,9 +369,7 @@ class Warehouse(ABC):
             ),
         )
 
-    def start_run(
-        self, connection: str, mode: str, run_id: str | None = None, started_at: Any = None
-    ) -> str:
+    def start_run(self, connection: str, mode: str, run_id: str | None = None, started_at: Any = None) -> str:
         """Open a sync_runs row with status 'running'; returns its run_id (a new uuid when none is given).
 
         Call it outside the sync's transaction so that a killed sync leaves its row behind.
@@ -414,12 +420,15 @@ class Warehouse(ABC):
             "records_deleted": records_deleted,
         }
         row.update({name: count for name, count in counts.items() if count is not None})
-        updates = ", ".join(f"{quote(name)} = %({name})s" for name in row if name not in ("run_id", "connection"))
+        updates = ", ".join(
+            f"{quote(name)} = %({name})s" for name in row if name not in ("run_id", "connection")
+        )
         with self.transaction():
             if self.count("sync_runs", "run_id = %s AND connection = %s", [run_id, connection]) == 0:
                 raise ValueError(f"no sync run {run_id} for connection {connection} was started")
             self._execute(
-                f"UPDATE sync_runs SET {updates} WHERE run_id = %(run_id)s AND connection = %(connection)s", row
+                f"UPDATE sync_runs SET {updates} WHERE run_id = %(run_id)s AND connection = %(connection)s",
+                row,
             )
 
     # Quarantine.
@@ -449,7 +458,7 @@ class Warehouse(ABC):
 
     # Lifecycle.
 
-    def __enter__(self) -> Warehouse:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

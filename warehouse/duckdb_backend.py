@@ -1,11 +1,13 @@
 """The embedded DuckDB warehouse: one file, the default."""
+
 from __future__ import annotations
 
 import re
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import ClassVar
 
 import duckdb
 import pandas as pd
@@ -34,7 +36,7 @@ class DuckDBWarehouse(Warehouse):
     """A warehouse in a DuckDB file (or in memory for ':memory:'). Timestamps are read and written in UTC."""
 
     dialect = "duckdb"
-    type_names = {
+    type_names: ClassVar[dict[str, str]] = {
         "string": "VARCHAR",
         "date": "DATE",
         "timestamp": "TIMESTAMPTZ",
@@ -77,8 +79,12 @@ class DuckDBWarehouse(Warehouse):
         self._connection.register(name, data)
         try:
             yield
-        finally:
-            self._connection.unregister(name)
+        except BaseException:
+            # In an aborted transaction unregistering fails too; the original error is the one to report.
+            with suppress(duckdb.Error):
+                self._connection.unregister(name)
+            raise
+        self._connection.unregister(name)
 
     def _lock_for_migration(self) -> None:
         """DuckDB lets one process write a file at a time, so migrations are already serialized."""

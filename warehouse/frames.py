@@ -1,7 +1,9 @@
 """Conversions between pandas frames and the canonical schema's logical types, whole columns at a time."""
+
 from __future__ import annotations
 
 import hashlib
+import math
 
 import orjson
 import pandas as pd
@@ -68,7 +70,9 @@ def json_text(values: pd.Series) -> pd.Series:
     """JSON text for every value: strings are taken as JSON already; dicts, lists and scalars are serialized."""
     if values.dtype != object:
         return values.astype("str")
-    needs_dumping = values.map(lambda value: value is not None and not isinstance(value, str) and _not_nan(value))
+    needs_dumping = values.map(
+        lambda value: value is not None and not isinstance(value, str) and _not_nan(value)
+    )
     if not needs_dumping.any():
         return values.astype("str")
     dumped = values.where(~needs_dumping, values[needs_dumping].map(_dumps))
@@ -76,7 +80,7 @@ def json_text(values: pd.Series) -> pd.Series:
 
 
 def _not_nan(value: object) -> bool:
-    return not (isinstance(value, float) and value != value)
+    return not (isinstance(value, float) and math.isnan(value))
 
 
 def _dumps(value: object) -> str:

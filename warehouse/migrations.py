@@ -4,6 +4,7 @@ Migration 1 creates every table of mappings/schema.py. A later change to the sch
 (for example `ALTER TABLE ... ADD COLUMN IF NOT EXISTS`, which both backends accept); nullable columns the schema
 gained without one are added on open so that a warehouse never lags the code that reads it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -58,8 +59,9 @@ def migrate(warehouse: Warehouse) -> list[int]:
 
 
 def _add_missing_nullable_columns(warehouse: Warehouse) -> None:
+    stored = warehouse.existing_tables()
     for table in TABLES.values():
-        existing = warehouse.existing_columns(table.name)
+        existing = stored.get(table.name, set())
         for column in table.columns:
             if column.name in existing:
                 continue

@@ -3,11 +3,13 @@
 Batches travel as CSV written by Arrow and loaded with COPY into a temporary table, from which the same
 INSERT ... ON CONFLICT as on DuckDB merges them: no row-by-row round trips.
 """
+
 from __future__ import annotations
 
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pandas as pd
@@ -45,7 +47,7 @@ class PostgresWarehouse(Warehouse):
     the search_path), which is created when missing. Sessions run in UTC."""
 
     dialect = "postgresql"
-    type_names = {
+    type_names: ClassVar[dict[str, str]] = {
         "string": "TEXT",
         "date": "DATE",
         "timestamp": "TIMESTAMPTZ",
@@ -113,13 +115,15 @@ class PostgresWarehouse(Warehouse):
 
     def _copy_in(self, name: str, table: Table, data: pa.Table) -> None:
         # Arrow quotes every string and leaves nulls bare, which is exactly how COPY's CSV tells them apart.
-        data = data.cast(pa.schema([(column, ARROW_TYPES[table.column(column).type]) for column in data.column_names]))
+        data = data.cast(
+            pa.schema([(column, ARROW_TYPES[table.column(column).type]) for column in data.column_names])
+        )
         buffer = io.BytesIO()
         pa_csv.write_csv(data, buffer, pa_csv.WriteOptions(include_header=False))
         columns = ", ".join(quote(column) for column in data.column_names)
-        with self._connection.cursor() as cursor:
-            with cursor.copy(f"COPY {quote(name)} ({columns}) FROM STDIN (FORMAT csv)") as copy:
-                copy.write(buffer.getbuffer())
+        statement = f"COPY {quote(name)} ({columns}) FROM STDIN (FORMAT csv)"
+        with self._connection.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.write(buffer.getbuffer())
 
     def _lock_for_migration(self) -> None:
         self._execute("SELECT pg_advisory_xact_lock(hashtext('pmsync-migrations:' || current_schema()))")

@@ -1,0 +1,104 @@
+"""What a connector promises the sync engine: pages of raw records with the cursor that covers them.
+
+A connector talks to one tool through its vendor SDK and knows nothing of the warehouse or Dagster. The sync
+engine asks it for batches, normalizes each batch's raw task records through the tool's mapping, and commits the
+rows together with the batch's cursor in one transaction, so a sync killed mid-way resumes from the last
+committed batch with neither duplicates nor gaps. Everything a batch carries besides raw task records is small
+and already canonical (projects, due-date history, dependencies, people).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Iterable, Iterator
+
+from connectors.http import RequestStats
+
+
+@dataclass(frozen=True)
+class DueChange:
+    """One due-date change from the tool's own history (Jira changelog, Asana story, Trello action...)."""
+
+    native_id: str
+    changed_at: datetime
+    old_due: date | None
+    new_due: date | None
+
+
+@dataclass(frozen=True)
+class Link:
+    """A dependency as the tool records it. The predecessor is a native id of this connection, or a URL that
+    points at a task in another tool (resolved to a task uid by the sync engine; unresolved ones are kept)."""
+
+    successor_native_id: str
+    predecessor_native_id: str | None = None
+    predecessor_url: str | None = None
+    kind: str = "finish_to_start"
+    lag_days: float = 0.0
+    origin: str = "native"  # native | remote_link
+
+
+@dataclass(frozen=True)
+class ProjectRecord:
+    """A Jira project, Asana project, Trello board, Planner plan or MS Project file."""
+
+    native_id: str
+    name: str
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class PersonRecord:
+    """Someone a tool knows, with the email that unifies them across tools where the tool gives it."""
+
+    native_id: str
+    display_name: str | None
+    email: str | None
+
+
+@dataclass
+class Batch:
+    """One page of work: raw task records and what came with them, plus the cursor to commit with them.
+
+    `covers_links_of` names the tasks whose complete link set this batch carries, so that links removed in the
+    tool are removed in the warehouse too; `history_complete_for` names tasks whose complete due-date history is
+    in `due_changes`.
+    """
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    projects: list[ProjectRecord] = field(default_factory=list)
+    due_changes: list[DueChange] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    covers_links_of: list[str] = field(default_factory=list)
+    people: list[PersonRecord] = field(default_factory=list)
+    cursor: dict[str, str] | None = None
+
+
+class Connector(ABC):
+    """One configured connection to one tool."""
+
+    tool: str
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stats = RequestStats()
+
+    @abstractmethod
+    def check(self) -> None:
+        """Reach the tool and prove the credentials work; raise pmsync's ConnectionFailed with one sentence if not."""
+
+    @abstractmethod
+    def pull(self, cursor: dict[str, str] | None) -> Iterator[Batch]:
+        """Batches of tasks changed since `cursor` (everything when None), oldest change first."""
+
+    @abstractmethod
+    def census(self) -> Iterable[str]:
+        """Every native id the tool still has in the configured scope (the cheapest full listing), for deletions."""
+
+    def has_changes(self, cursor: dict[str, str] | None) -> bool:
+        """A cheap probe: may anything have changed since `cursor`? (True when unsure.)"""
+        return True
+
+    def close(self) -> None:
+        """Release sessions and event loops."""

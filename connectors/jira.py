@@ -1,0 +1,470 @@
+"""Jira Cloud through the `jira` SDK: issues page by page from `/search/jql`, with due-date history and links.
+
+The SDK's client carries authentication, TLS and URL building; its own retry is switched off (it crashes on a
+Retry-After given as an HTTP date) and the shared `RetryingAdapter` is mounted on its session instead, so every
+attempt is counted in `stats`. Paging stays here, one `nextPageToken` page at a time, so a pull never holds more
+than one page of the instance.
+
+Incremental pulls filter on `updated`. JQL compares minutes in the user's own time zone, so the lower bound is
+written in that zone, rounded down to the minute and widened by an overlap window; what the window re-reads is
+dropped on (id, updated) against the cursor, which names the latest `updated` committed and the ids seen at it.
+
+Costs per pull: `myself` once per connector (the time zone), `project/{key}` per configured project, one search
+page per 100 issues, one `remotelink` request per pulled issue (Jira has no bulk read for remote links; adding or
+removing one touches the issue's `updated`, so incremental pulls only ask for changed issues), and the
+`/changelog` pages of issues with more history than the 20 entries a search expands.
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Iterable, Iterator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jira
+import requests
+from jira.exceptions import JIRAError
+
+from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord
+from connectors.http import RetryPolicy, mount_retrying
+from mappings.mapping import load_mapping
+from pmsync.config import JiraConnection
+from pmsync.errors import ConnectionFailed
+
+log = logging.getLogger("pmsync.connectors.jira")
+
+SEARCH_PAGE = 100  # Jira caps pages with fields at about 100 anyway
+CENSUS_PAGE = 5000  # the id-only search's largest page
+CHANGELOG_PAGE = 100
+OVERLAP = timedelta(minutes=5)
+REMOTE_LINK_WORKERS = 4
+TIMEOUT_S = 60.0
+BLOCKS = "Blocks"
+# Remote-link relationships that make the linked object a predecessor of the issue.
+BLOCKING_RELATIONSHIPS = frozenset({"is blocked by", "blocked by", "depends on", "is dependent on"})
+# Fields the connector reads itself, whatever the mapping asks for.
+CONNECTOR_FIELDS = ("issuelinks", "updated", "assignee")
+JIRA_TIME = "%Y-%m-%dT%H:%M:%S.%f%z"
+JQL_TIME = "%Y/%m/%d %H:%M"
+
+
+# -- pure helpers ---------------------------------------------------------------------------------------------
+
+def parse_jira_time(text: str) -> datetime:
+    """A Jira timestamp (`2021-01-17T12:34:00.000+0000`) as an aware datetime."""
+    try:
+        return datetime.strptime(text, JIRA_TIME)
+    except ValueError:
+        return datetime.fromisoformat(text)
+
+
+def updated_of(issue: dict[str, Any]) -> datetime | None:
+    """An issue's `fields.updated` as a datetime; None when absent or unreadable."""
+    value = (issue.get("fields") or {}).get("updated")
+    try:
+        return parse_jira_time(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def parse_day(value: Any) -> date | None:
+    """A changelog date value (`2024-01-05` or `2024-01-05 00:00:00.0`) as a date; None when empty."""
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+
+
+def jql_time(instant: datetime, zone: ZoneInfo) -> str:
+    """An instant as JQL reads dates: `yyyy/MM/dd HH:mm` in the user's time zone, rounded down to the minute."""
+    return instant.astimezone(zone).strftime(JQL_TIME)
+
+
+def quoted_keys(projects: Iterable[str]) -> str:
+    return ", ".join(f'"{key}"' for key in projects)
+
+
+def pull_jql(projects: Iterable[str], since: datetime | None, zone: ZoneInfo) -> str:
+    """The pull's JQL: the projects' issues updated at or after `since` (all when None), oldest change first."""
+    where = f"project in ({quoted_keys(projects)})"
+    if since is not None:
+        where += f' AND updated >= "{jql_time(since, zone)}"'
+    return f"{where} ORDER BY updated ASC, id ASC"
+
+
+def census_jql(projects: Iterable[str]) -> str:
+    """The census's JQL: every issue of the projects, by id."""
+    return f"project in ({quoted_keys(projects)}) ORDER BY id ASC"
+
+
+def requested_fields(custom_fields: dict[str, str] | None = None) -> list[str]:
+    """The issue fields a pull asks for: those the Jira mapping reads, the connection's custom fields, and the
+    ones the connector reads itself (links, `updated`, the assignee)."""
+    names = {path.split(".")[1] for path, _ in load_mapping("jira").paths().values() if path.startswith("fields.")}
+    names.update(value.split(".")[1] if value.startswith("fields.") else value
+                 for value in (custom_fields or {}).values())
+    names.update(CONNECTOR_FIELDS)
+    return sorted(names)
+
+
+@dataclass
+class Watermark:
+    """The latest `updated` committed and the ids seen at exactly that instant: a resumable position in the
+    `updated ASC, id ASC` order."""
+
+    updated: datetime | None = None
+    ids: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_cursor(cls, cursor: dict[str, str] | None) -> "Watermark":
+        if not cursor or not cursor.get("updated"):
+            return cls()
+        ids = {i for i in cursor.get("ids_at_updated", "").split(",") if i}
+        return cls(datetime.fromisoformat(cursor["updated"]), ids)
+
+    def to_cursor(self) -> dict[str, str] | None:
+        if self.updated is None:
+            return None
+        return {"updated": self.updated.isoformat(), "ids_at_updated": ",".join(sorted(self.ids, key=_id_order))}
+
+    def covers(self, issue_id: str, updated: datetime) -> bool:
+        """True when this (id, updated) is at or before the watermark, hence already committed."""
+        if self.updated is None:
+            return False
+        return updated < self.updated or (updated == self.updated and issue_id in self.ids)
+
+    def advance(self, issue_id: str, updated: datetime) -> None:
+        if self.updated is None or updated > self.updated:
+            self.updated, self.ids = updated, {issue_id}
+        elif updated == self.updated:
+            self.ids.add(issue_id)
+
+
+def _id_order(issue_id: str) -> tuple[int, str]:
+    return (int(issue_id), "") if issue_id.isdigit() else (0, issue_id)
+
+
+def due_changes(issue_id: str, histories: Iterable[dict[str, Any]]) -> list[DueChange]:
+    """The due-date changes in changelog histories, in the order given."""
+    out = []
+    for history in histories:
+        for item in history.get("items") or ():
+            if "duedate" in (item.get("fieldId"), item.get("field")):
+                out.append(DueChange(
+                    native_id=issue_id, changed_at=parse_jira_time(history["created"]),
+                    old_due=parse_day(item.get("from") or item.get("fromString")),
+                    new_due=parse_day(item.get("to") or item.get("toString")),
+                ))
+    return out
+
+
+def blocking_links(issue: dict[str, Any]) -> list[Link]:
+    """The issue's predecessors through native Blocks links, read from its own side ("is blocked by") only, so
+    each link is emitted once although both of its issues show it."""
+    links = []
+    for entry in (issue.get("fields") or {}).get("issuelinks") or ():
+        other = entry.get("inwardIssue")
+        if (entry.get("type") or {}).get("name") == BLOCKS and other and other.get("id"):
+            links.append(Link(successor_native_id=issue["id"], predecessor_native_id=str(other["id"])))
+    return links
+
+
+def remote_blocking_links(issue_id: str, remote_links: Iterable[dict[str, Any]]) -> list[Link]:
+    """Predecessors in other tools: remote links whose relationship says they block the issue."""
+    links = []
+    for remote in remote_links:
+        target = (remote.get("object") or {}).get("url")
+        relationship = str(remote.get("relationship") or "").strip().lower()
+        if target and relationship in BLOCKING_RELATIONSHIPS:
+            links.append(Link(successor_native_id=issue_id, predecessor_url=target, origin="remote_link"))
+    return links
+
+
+def assignees(issues: Iterable[dict[str, Any]]) -> list[PersonRecord]:
+    """The distinct assignees of a page of issues."""
+    people: dict[str, PersonRecord] = {}
+    for issue in issues:
+        who = (issue.get("fields") or {}).get("assignee")
+        if isinstance(who, dict) and who.get("accountId"):
+            people[who["accountId"]] = PersonRecord(who["accountId"], who.get("displayName"), who.get("emailAddress"))
+    return list(people.values())
+
+
+# -- the connector --------------------------------------------------------------------------------------------
+
+class JiraConnector(Connector):
+    """One Jira Cloud site and its configured projects."""
+
+    tool = "jira"
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        email: str,
+        token: str,
+        projects: list[str],
+        *,
+        api_version: int = 3,
+        verify: bool | str = True,
+        policy: RetryPolicy | None = None,
+        custom_fields: dict[str, str] | None = None,
+        overlap: timedelta = OVERLAP,
+        page_size: int = SEARCH_PAGE,
+    ) -> None:
+        super().__init__(name)
+        self.url = url.rstrip("/")
+        self.email = email
+        self.projects = list(projects)
+        self.api_version = api_version
+        self.fields = requested_fields(custom_fields)
+        self.overlap = overlap
+        self.page_size = page_size
+        # No request leaves here: server info is not fetched (the connector needs none of what it says).
+        self.client = jira.JIRA(
+            server=self.url, basic_auth=(email, token), max_retries=0, timeout=TIMEOUT_S, get_server_info=False,
+            options={"verify": verify, "rest_api_version": str(api_version)},
+        )
+        self.policy = policy or RetryPolicy()
+        mount_retrying(self.client._session, self.policy, self.stats)
+        self._zone: ZoneInfo | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def from_config(cls, conn: JiraConnection) -> "JiraConnector":
+        """The connector for a configured Jira connection (no request is made until it is used)."""
+        limits = conn.rate_limit
+        defaults = RetryPolicy()
+        policy = RetryPolicy(
+            max_attempts=(limits.max_retries + 1) if limits.max_retries is not None else defaults.max_attempts,
+            max_delay_s=limits.max_wait_seconds or defaults.max_delay_s,
+        )
+        return cls(
+            conn.name, conn.url, conn.auth.email, conn.auth.token.get_secret_value(), conn.projects,
+            api_version=conn.api_version, verify=conn.tls_verify, policy=policy, custom_fields=conn.custom_fields,
+        )
+
+    # -- the Connector interface ------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Read `myself`: proves the URL and the credentials, and learns the user's time zone for JQL dates."""
+        me = self._get("myself", None, "the credentials check")
+        self._zone = _zone_of(me)
+
+    def pull(self, cursor: dict[str, str] | None) -> Iterator[Batch]:
+        """One batch per search page of issues updated since `cursor` (all when None), oldest change first; the
+        first batch also carries the configured projects."""
+        committed = Watermark.from_cursor(cursor)
+        since = committed.updated - self.overlap if committed.updated is not None else None
+        jql = pull_jql(self.projects, since, self.zone())
+        projects = self.project_records()
+        position = Watermark(committed.updated, set(committed.ids))
+        seen_in_run: set[tuple[str, datetime]] = set()
+        first = True
+        for page in self._search_pages(jql, self.page_size, ",".join(self.fields), expand="changelog"):
+            fresh = []
+            for issue in page:
+                updated = updated_of(issue)
+                if updated is None:  # unreadable: passed on for the engine to quarantine
+                    fresh.append(issue)
+                    continue
+                key = (str(issue["id"]), updated)
+                if committed.covers(*key) or key in seen_in_run:
+                    continue
+                seen_in_run.add(key)
+                position.advance(*key)
+                fresh.append(issue)
+            if fresh or first:
+                batch = self.page_batch(fresh)
+                batch.cursor = position.to_cursor() or cursor
+                if first:
+                    batch.projects = projects
+                first = False
+                yield batch
+            if position.updated is not None:
+                horizon = position.updated - self.overlap
+                seen_in_run = {k for k in seen_in_run if k[1] >= horizon}
+
+    def census(self) -> Iterator[str]:
+        """Every issue id of the configured projects, from the id-only search (up to 5000 per request)."""
+        for page in self._search_pages(census_jql(self.projects), CENSUS_PAGE, "id"):
+            for issue in page:
+                yield str(issue["id"])
+
+    def has_changes(self, cursor: dict[str, str] | None) -> bool:
+        """One search for the newest issues at or after the cursor's minute: True if any is past the cursor."""
+        committed = Watermark.from_cursor(cursor)
+        if committed.updated is None:
+            return True
+        where = (f"project in ({quoted_keys(self.projects)}) "
+                 f'AND updated >= "{jql_time(committed.updated, self.zone())}"')
+        page = self._get("search/jql", {
+            "jql": f"{where} ORDER BY updated DESC, id DESC", "fields": "updated",
+            "maxResults": len(committed.ids) + 1,
+        }, "the change probe")
+        return any(updated_of(issue) is None or not committed.covers(str(issue["id"]), updated_of(issue))
+                   for issue in page.get("issues", ()))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.client.close()
+
+    # -- pieces -----------------------------------------------------------------------------------------------
+    def zone(self) -> ZoneInfo:
+        """The Jira user's time zone, in which JQL reads dates (from `myself`, asked once)."""
+        if self._zone is None:
+            self.check()
+        assert self._zone is not None
+        return self._zone
+
+    def project_records(self) -> list[ProjectRecord]:
+        """The configured projects as Jira names them (one `project/{key}` request each)."""
+        records = []
+        for key in self.projects:
+            project = self._get(f"project/{key}", None, f"reading project {key}")
+            records.append(ProjectRecord(native_id=project["key"], name=project.get("name") or key,
+                                         url=f"{self.url}/browse/{project['key']}"))
+        return records
+
+    def page_batch(self, issues: list[dict[str, Any]]) -> Batch:
+        """A page of issues with their complete due-date history, their links (native and remote) and
+        assignees. The `changelog` expansion is consumed here and left out of the raw records."""
+        histories = list(self.pool().map(self.issue_history, issues))
+        remote = list(self.pool().map(self.remote_links, issues))
+        batch = Batch(people=assignees(issues))
+        for issue, history, remote_links in zip(issues, histories, remote):
+            issue.pop("changelog", None)
+            issue_id = str(issue["id"])
+            batch.records.append(issue)
+            batch.due_changes.extend(history)
+            batch.links.extend(blocking_links(issue))
+            batch.links.extend(remote_blocking_links(issue_id, remote_links))
+            batch.covers_links_of.append(issue_id)
+        return batch
+
+    def issue_history(self, issue: dict[str, Any]) -> list[DueChange]:
+        """The issue's due-date changes, oldest first: from the search's changelog expansion when it is complete
+        (it holds at most the 20 newest entries), else from every page of `/issue/{id}/changelog`."""
+        issue_id = str(issue["id"])
+        expanded = issue.get("changelog") or {}
+        histories = expanded.get("histories") or []
+        if expanded and expanded.get("total", len(histories)) <= len(histories):
+            return due_changes(issue_id, reversed(histories))
+        return due_changes(issue_id, self._changelog(issue_id))
+
+    def remote_links(self, issue: dict[str, Any]) -> list[dict[str, Any]]:
+        """The issue's remote links (one request)."""
+        issue_id = str(issue["id"])
+        return self._get(f"issue/{issue_id}/remotelink", None, f"reading the remote links of issue {issue_id}") or []
+
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(REMOTE_LINK_WORKERS, thread_name_prefix=f"jira-{self.name}")
+        return self._pool
+
+    def _changelog(self, issue_id: str) -> Iterator[dict[str, Any]]:
+        start = 0
+        while True:
+            page = self._get(f"issue/{issue_id}/changelog", {"startAt": start, "maxResults": CHANGELOG_PAGE},
+                             f"reading the changelog of issue {issue_id}")
+            values = page.get("values") or []
+            yield from values
+            start += len(values)
+            if page.get("isLast", True) or not values or start >= page.get("total", start):
+                return
+
+    def _search_pages(
+        self, jql: str, max_results: int, fields: str, expand: str | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The issues of a JQL search, one page at a time, following `nextPageToken`."""
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"jql": jql, "fields": fields, "maxResults": max_results}
+            if expand:
+                params["expand"] = expand
+            if token:
+                params["nextPageToken"] = token
+            page = self._get("search/jql", params, "the issue search")
+            yield page.get("issues") or []
+            token = page.get("nextPageToken")
+            if not token or page.get("isLast"):
+                return
+
+    def _get(self, path: str, params: dict[str, Any] | None, doing: str) -> Any:
+        """GET a REST resource as JSON; every failure becomes one sentence naming the site, never a secret."""
+        with self._speaking(doing):
+            return self.client._get_json(path, params=params)
+
+    @contextmanager
+    def _speaking(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except JIRAError as exc:
+            # `from None`: the SDK's error text carries the request headers, Authorization included.
+            raise self._failure(exc.status_code, exc.response, doing) from None
+        except requests.exceptions.SSLError:
+            raise ConnectionFailed(
+                f"Jira at {self.url} failed TLS verification; set ca_bundle to your CA's PEM file, or check the url."
+            ) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ConnectionFailed(
+                f"Jira at {self.url} could not be reached ({type(exc).__name__}); check the url and the network."
+            ) from None
+        except ValueError:
+            raise ConnectionFailed(
+                f"Jira at {self.url} kept answering {doing} with unreadable JSON; try again later."
+            ) from None
+
+    def _failure(self, status: int | None, response: requests.Response | None, doing: str) -> ConnectionFailed:
+        if status == 401:
+            return ConnectionFailed(
+                f"Jira at {self.url} refused the credentials for {self.email}; check auth.token "
+                "(an API token of that Atlassian account) and auth.email."
+            )
+        if status == 403:
+            return ConnectionFailed(
+                f"Jira at {self.url} denied {self.email} access during {doing}; give that account "
+                "Browse permission on the configured projects."
+            )
+        if status == 404 and doing == "the credentials check":
+            return ConnectionFailed(
+                f"Jira at {self.url} has no REST API at /rest/api/{self.api_version}; check the connection's url "
+                "(the site, like https://acme.atlassian.net)."
+            )
+        detail = _messages(response)
+        if status in (400, 404):
+            return ConnectionFailed(f"Jira at {self.url} rejected {doing}: {detail or f'HTTP {status}'}; "
+                                    "check the connection's projects.")
+        return ConnectionFailed(f"Jira at {self.url} answered HTTP {status} to {doing} after "
+                                f"{self.policy.max_attempts} attempts; "
+                                "try again later.")
+
+
+def _messages(response: requests.Response | None) -> str:
+    """Jira's own error messages from an ErrorCollection body (they name fields and values, not secrets)."""
+    if response is None:
+        return ""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    parts = [str(m) for m in body.get("errorMessages") or ()]
+    parts += [f"{k}: {v}" for k, v in (body.get("errors") or {}).items()]
+    return " ".join(parts).rstrip(".")
+
+
+def _zone_of(me: dict[str, Any]) -> ZoneInfo:
+    try:
+        return ZoneInfo(me.get("timeZone") or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("Jira user time zone %r is unknown; reading JQL dates as UTC", me.get("timeZone"))
+        return ZoneInfo("UTC")
+

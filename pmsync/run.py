@@ -1,0 +1,112 @@
+"""`pmsync sync`: every configured connection pulled concurrently, then links resolved, then the schedule.
+
+One connection failing does not stop the others; the result says which failed and why. DuckDB takes one writer
+at a time, so its writes are serialized by a lock while pulls still overlap; PostgreSQL takes them in parallel.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from connectors.registry import build_connector
+from mappings.mapping import load_mapping
+from pmsync.config import Config, redact
+from pmsync.errors import ConfigError, PmsyncError
+from pmsync.links import replace_config_links, resolve_url_links
+from pmsync.sync import Progress, SyncResult, sync_connection
+from warehouse import open_warehouse
+from warehouse.base import Warehouse
+
+log = logging.getLogger("pmsync.run")
+
+
+@dataclass
+class SyncOutcome:
+    """The results of one `pmsync sync`: per connection, and what failed."""
+
+    results: list[SyncResult] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    links_resolved: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def open_config_warehouse(config: Config) -> Warehouse:
+    """The configured warehouse, migrated."""
+    return open_warehouse(config.warehouse_url)
+
+
+def selected_connections(config: Config, names: list[str] | None) -> list:
+    """The configured connections to work on (all when `names` is empty); ConfigError for an unknown name."""
+    if not names:
+        return list(config.connections)
+    known = {c.name: c for c in config.connections}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(
+            f"--connection {unknown[0]!r} is not a configured connection; configured: {', '.join(known)}."
+        )
+    return [known[n] for n in names]
+
+
+def run_sync(
+    config: Config,
+    names: list[str] | None = None,
+    *,
+    full: bool = False,
+    progress: Progress | None = None,
+    on_done: Callable[[SyncResult], None] | None = None,
+) -> SyncOutcome:
+    """Pull the selected connections into the warehouse, concurrently, then resolve cross-tool links."""
+    connections = selected_connections(config, names)
+    outcome = SyncOutcome()
+    with open_config_warehouse(config) as warehouse:
+        parallel_writes = warehouse.dialect == "postgresql"
+    lock = None if parallel_writes else threading.Lock()
+    shared_lock = lock or threading.Lock()
+
+    def one(connection) -> SyncResult | None:
+        own_lock = shared_lock if lock is not None else threading.Lock()
+        try:
+            connector = build_connector(connection)
+        except PmsyncError as exc:
+            outcome.failures[connection.name] = redact(str(exc), config)
+            return None
+        try:
+            with open_config_warehouse(config) as warehouse:
+                result = sync_connection(
+                    connector, load_mapping(connection.tool).with_overrides(_overrides(connection)), warehouse,
+                    full=full, timezone=config.timezone, progress=progress, write_lock=own_lock,
+                )
+            if on_done:
+                on_done(result)
+            return result
+        except Exception as exc:  # one connection failing must not stop the others
+            message = str(exc) if isinstance(exc, PmsyncError) else f"{type(exc).__name__}: {exc}"
+            outcome.failures[connection.name] = redact(message, config)
+            log.warning("sync of %s failed: %s", connection.name, outcome.failures[connection.name])
+            return None
+        finally:
+            connector.close()
+
+    workers = max(1, min(len(connections), config.sync.concurrency or len(connections)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pmsync-sync") as pool:
+        for result in pool.map(one, connections):
+            if result is not None:
+                outcome.results.append(result)
+    with open_config_warehouse(config) as warehouse:
+        replace_config_links(warehouse, config.links)
+        outcome.links_resolved = resolve_url_links(warehouse)
+    return outcome
+
+
+def _overrides(connection) -> dict[str, str]:
+    """Mapping overrides a connection asks for (a Jira site's own custom field ids)."""
+    custom = getattr(connection, "custom_fields", None) or {}
+    known = {"start_date", "story_points", "estimate_hours", "due_date"}
+    return {name: (value if "." in value else f"fields.{value}") for name, value in custom.items() if name in known}
