@@ -165,6 +165,9 @@ class Columns:
         "status": np.uint8, "created": np.float64, "updated": np.float64, "start": np.int32, "due": np.int32,
         "completed": np.float64, "estimate": np.float32, "points": np.float32, "percent": np.uint8,
         "reschedules": np.uint8, "deleted": np.bool_, "seq": np.int32,
+        # When the generated history ends: generated due changes are spread before it, and it does not move when
+        # a client later touches the task (so the tools' history records keep their times and ids).
+        "history_until": np.float64,
     }
 
     def __init__(self, n: int) -> None:
@@ -255,15 +258,18 @@ class Portfolio:
         t = self.tasks
         count = int(t.reschedules[i])
         changes: list[DueChange] = []
-        if count and t.due[i] != NO_DAY:
+        extra = self.history_extra.get(i, ())
+        # The generated history ends where clients' changes begin, not at today's due date.
+        generated_due = extra[0].old_day if extra else int(t.due[i])
+        if count and generated_due != NO_DAY:
             shifts = [due_shift(self.seed, i, k) for k in range(count)]
-            day = int(t.due[i]) - sum(shifts)
-            created, updated = float(t.created[i]), float(t.updated[i])
+            day = generated_due - sum(shifts)
+            created, updated = float(t.created[i]), float(t.history_until[i])
             for k, shift in enumerate(shifts):
                 at = created + (updated - created) * (k + 1) / (count + 1)
                 changes.append(DueChange(at=at, old_day=day, new_day=day + shift, person=int(t.assignee[i])))
                 day += shift
-        changes.extend(self.history_extra.get(i, ()))
+        changes.extend(extra)
         return changes
 
     def original_due(self, i: int) -> int:
@@ -311,7 +317,7 @@ class Portfolio:
         defaults = dict(
             tool=tool, project=project, parent=-1, kind=TASK, assignee=-1, status=TODO, created=now, updated=now,
             start=NO_DAY, due=NO_DAY, completed=0, estimate=np.nan, points=np.nan, percent=0, reschedules=0,
-            deleted=False, seq=seq,
+            deleted=False, seq=seq, history_until=now,
         )
         defaults.update(values)
         i = self.tasks.append(**defaults)
@@ -516,6 +522,7 @@ def _fill_project(rng: np.random.Generator, t: Columns, p: Project, tool: int, n
     t.status[sl] = status
     t.created[sl] = created
     t.updated[sl] = updated
+    t.history_until[sl] = updated
     t.completed[sl] = completed
     t.start[sl] = np.where(has_start, start, NO_DAY)
     t.due[sl] = np.where(has_due, due, NO_DAY)

@@ -4,63 +4,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+from conftest import POSTGRES_URL, Backend, postgres_unavailable_reason  # fixtures `backend`, `warehouse` too
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mappings.schema import TABLES
 from warehouse import Warehouse, WarehouseError, duckdb_path, open_warehouse
-
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _postgres_unavailable_reason() -> str | None:
-    try:
-        with psycopg.connect(POSTGRES_URL, connect_timeout=3):
-            return None
-    except psycopg.Error as error:
-        return f"PostgreSQL at 127.0.0.1:5432 database test does not answer: {str(error).strip()[:200]}"
-
-
-@dataclass
-class Backend:
-    """How a test opens its warehouse, and re-opens it to check what persisted."""
-
-    name: str
-    url: str
-    base_dir: Path
-    schema: str | None = None
-
-    def open(self) -> Warehouse:
-        return open_warehouse(self.url, self.base_dir, schema=self.schema)
-
-
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "duckdb":
-        yield Backend("duckdb", "duckdb:///warehouse/pmsync.duckdb", tmp_path)
-        return
-    reason = _postgres_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    schema = f"pmsync_test_{uuid.uuid4().hex[:12]}"
-    yield Backend("postgres", POSTGRES_URL, tmp_path, schema)
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
-        connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-@pytest.fixture
-def warehouse(backend: Backend) -> Iterator[Warehouse]:
-    opened = backend.open()
-    yield opened
-    opened.close()
 
 
 def task_rows(count: int, connection: str = "eng-jira", **overrides: object) -> pd.DataFrame:
@@ -375,7 +330,7 @@ def test_unreachable_postgres_is_one_clear_sentence() -> None:
 
 @pytest.mark.postgres
 def test_postgres_schema_can_come_from_the_search_path_option() -> None:
-    reason = _postgres_unavailable_reason()
+    reason = postgres_unavailable_reason()
     if reason:
         pytest.skip(reason)
     schema = f"pmsync_test_{uuid.uuid4().hex[:12]}"
