@@ -288,10 +288,14 @@ class Emulator:
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         body = b"".join(body_parts)
+        if fault is not None and fault.kind == "reset":
+            # Promise the whole body, send a few bytes, then drop the connection: the client sees it cut mid-body.
+            headers.append((b"content-length", str(len(body) + 1).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body[:8], "more_body": True})
+            raise ConnectionResetError("injected connection reset")
         if fault is not None:
             body, status = self._apply_body_fault(fault, body, status)
-            if fault.kind == "reset":
-                raise ConnectionResetError("injected connection reset")
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

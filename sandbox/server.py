@@ -94,7 +94,7 @@ class Sandbox:
             self.tls_files = TLSFiles.create(Path(self._tmp.name))
         sockets = []
         for k, vendor in enumerate(VENDORS):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", self.port + k if self.port else 0))
             sockets.append(sock)

@@ -116,3 +116,16 @@ def _not_json(body: bytes) -> bool:
     except orjson.JSONDecodeError:
         return True
     return False
+
+
+def test_a_reset_fault_cuts_the_connection_mid_body():
+    import httpx
+
+    from sandbox.server import serve_app
+
+    emulator = Emulator(Profile(), [Route("/items", items)], EmulatorSettings())
+    emulator.inject("reset", path="^/items$")
+    with serve_app(emulator) as url:
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{url}/items", headers={"authorization": "Bearer ok"})
+        assert httpx.get(f"{url}/items", headers={"authorization": "Bearer ok"}).status_code == 200
