@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pmsync.errors import PmsyncError
 
@@ -79,12 +80,43 @@ def init(
     typer.echo(f"Wrote {written}; set the environment variables it names, then edit it to match your tools.")
 
 
+def _load(config: Optional[Path]):
+    from pmsync.config import load_config
+
+    return load_config(config_path(config))
+
+
+@app.command()
+def sync(
+    connection: Optional[list[str]] = typer.Option(None, "--connection", help="Only this connection (repeatable)."),
+    full: bool = typer.Option(False, "--full", help="Pull everything again instead of what changed."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Compute the schedule as of this date (YYYY-MM-DD)."),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """Pull, normalize and load every configured connection, then compute the schedule."""
+    from pmsync.commands import sync_command
+
+    code = sync_command(_load(config), connection or [], full=full, as_of=_parse_date(as_of, "--as-of"))
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    project: Optional[str] = typer.Option(None, "--project", help="Show one project's tasks (its project_uid)."),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """The portfolio (or one project) as a table: health, slippage, and the last sync of each connection."""
+    from pmsync.commands import status_command
+
+    status_command(_load(config), project)
+
+
 def main() -> None:
     """Entry point: run the app and turn known failures into one sentence and a non-zero exit."""
     try:
         app(standalone_mode=False)
     except PmsyncError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err.print("stopped.")

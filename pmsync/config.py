@@ -1,8 +1,9 @@
 """pmsync.yaml: the models of the configuration, its loading with `${VAR}` substitution, and its example.
 
-Every problem with a configuration file reaches the user as one `ConfigError` sentence that names the file, the
-key (connections by name, e.g. `connections[eng-jira].auth.token`) and the fix, and never a secret's value.
+Every problem with a configuration file reaches the user as one `ConfigError` sentence that names the file,
+the key (connections by name, e.g. `connections[eng-jira].auth.token`) and the fix, never a secret's value.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -57,7 +58,7 @@ EXAMPLE_TEMPLATE = "templates/pmsync.example.yaml"
 
 
 class Problem(ValueError):
-    """A validation failure already phrased for the user: `problem` completes "<key> ...", `fix` says what to do.
+    """A validation failure phrased for the user: `problem` completes "<key> ...", `fix` says what to do.
 
     `loc` is set when the key is elsewhere than where the validator runs (checks across the whole file).
     """
@@ -70,7 +71,7 @@ class Problem(ValueError):
 
 
 def _base_dir(info: ValidationInfo) -> Path:
-    """The folder relative paths are resolved against: the config file's folder, else the working directory."""
+    """The folder relative paths resolve against: the config file's folder, else the working directory."""
     context = info.context or {}
     return Path(context.get("base_dir") or Path.cwd())
 
@@ -123,7 +124,9 @@ class _Connection(_Section):
             return None
         resolved = _resolve(path, _base_dir(info))
         if not resolved.is_file():
-            raise Problem(f"names {resolved}, which does not exist", "point it at the PEM file of your local CA")
+            raise Problem(
+                f"names {resolved}, which does not exist", "point it at the PEM file of your local CA"
+            )
         return resolved
 
     @model_validator(mode="after")
@@ -167,7 +170,9 @@ class JiraConnection(_Connection):
     def _project_keys(cls, keys: list[str]) -> list[str]:
         for key in keys:
             if not JIRA_PROJECT_KEY.match(key):
-                raise Problem(f"has {key!r}, which is not a Jira project key", "write keys in capitals, like PLAT")
+                raise Problem(
+                    f"has {key!r}, which is not a Jira project key", "write keys in capitals, like PLAT"
+                )
         return keys
 
     @field_validator("custom_fields")
@@ -175,7 +180,9 @@ class JiraConnection(_Connection):
     def _field_ids(cls, fields: dict[str, str]) -> dict[str, str]:
         for meaning, field_id in fields.items():
             if not JIRA_FIELD_ID.match(field_id):
-                raise Problem(f"maps {meaning} to {field_id!r}", "write a Jira field id, like customfield_10015")
+                raise Problem(
+                    f"maps {meaning} to {field_id!r}", "write a Jira field id, like customfield_10015"
+                )
         return fields
 
     @property
@@ -251,10 +258,7 @@ def _graph_auth_kind(value: Any) -> str:
 
 
 GraphAuth = Annotated[
-    Union[
-        Annotated[GraphClientCredentials, Tag("client_credentials")],
-        Annotated[GraphToken, Tag("bearer")],
-    ],
+    Annotated[GraphClientCredentials, Tag("client_credentials")] | Annotated[GraphToken, Tag("bearer")],
     Discriminator(_graph_auth_kind),
 ]
 
@@ -291,7 +295,9 @@ class PlannerConnection(_GraphConnection):
     @model_validator(mode="after")
     def _something_to_pull(self) -> PlannerConnection:
         if not self.plans and not self.groups:
-            raise Problem("is empty and so is groups", "add plans: [plan-id] or groups: [group-id]", loc=("plans",))
+            raise Problem(
+                "is empty and so is groups", "add plans: [plan-id] or groups: [group-id]", loc=("plans",)
+            )
         return self
 
 
@@ -309,11 +315,13 @@ class ProjectFile(_Section):
 
 def _parse_project_file(value: Any, base_dir: Path, index: int) -> Any:
     if not isinstance(value, str):
-        raise Problem(f"is {_kind_of(value)}, not a file reference", 'write "drive:..." or "file:..."', loc=(index,))
+        raise Problem(
+            f"is {_kind_of(value)}, not a file reference", 'write "drive:..." or "file:..."', loc=(index,)
+        )
     if match := DRIVE_ITEM.match(value):
         return {"kind": "drive", **match.groupdict()}
     if value.startswith("file:") and len(value) > len("file:"):
-        return {"kind": "file", "path": _resolve(value[len("file:"):], base_dir)}
+        return {"kind": "file", "path": _resolve(value[len("file:") :], base_dir)}
     raise Problem(
         f"is {value!r}, which is neither a drive item nor a file",
         'write "drive:{drive-id}/items/{item-id}" or "file:plans/name.mpp"',
@@ -345,7 +353,7 @@ class MsProjectConnection(_GraphConnection):
 
 
 Connection = Annotated[
-    Union[JiraConnection, AsanaConnection, TrelloConnection, PlannerConnection, MsProjectConnection],
+    JiraConnection | AsanaConnection | TrelloConnection | PlannerConnection | MsProjectConnection,
     Field(discriminator="tool"),
 ]
 
@@ -355,7 +363,9 @@ class Link(_Section):
 
     predecessor: str
     successor: str
-    kind: Literal["finish_to_start", "start_to_start", "finish_to_finish", "start_to_finish"] = "finish_to_start"
+    kind: Literal["finish_to_start", "start_to_start", "finish_to_finish", "start_to_finish"] = (
+        "finish_to_start"
+    )
     lag_days: int = 0
 
     @field_validator("predecessor", "successor")
@@ -363,15 +373,20 @@ class Link(_Section):
     def _task_uid(cls, uid: str) -> str:
         connection, _, native_id = uid.partition(":")
         if not connection or not native_id:
-            raise Problem(f"is {uid!r}, which is not a task uid", 'write it as "connection:native_id", like "eng-jira:10042"')
+            raise Problem(
+                f"is {uid!r}, which is not a task uid",
+                'write it as "connection:native_id", like "eng-jira:10042"',
+            )
         return uid
 
     @property
     def predecessor_connection(self) -> str:
+        """The connection name prefixing the predecessor's uid."""
         return self.predecessor.partition(":")[0]
 
     @property
     def successor_connection(self) -> str:
+        """The connection name prefixing the successor's uid."""
         return self.successor.partition(":")[0]
 
 
@@ -410,7 +425,9 @@ class ScheduleSettings(_Section):
 
 def _drive_folder(value: str | None) -> str | None:
     if value is not None and not DRIVE_ITEM.match(value):
-        raise Problem(f"is {value!r}, which is not a drive folder", 'write it as "drive:{drive-id}/items/{item-id}"')
+        raise Problem(
+            f"is {value!r}, which is not a drive folder", 'write it as "drive:{drive-id}/items/{item-id}"'
+        )
     return value
 
 
@@ -463,7 +480,13 @@ class Writeback(BaseModel):
         return dict(self.model_extra or {})
 
 
-CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+CRON_FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+)
 CRON_NAMES = {
     "month": ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
     "day of week": ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
@@ -496,7 +519,7 @@ def check_cron(expression: str) -> str:
     fields = expression.split()
     if len(fields) != 5:
         raise Problem(
-            f"is {expression!r}, which has {len(fields)} fields instead of 5",
+            f"is {expression!r}, which has {len(fields)} field{'s' if len(fields) != 1 else ''} instead of 5",
             'write minute hour day-of-month month day-of-week, like "*/15 * * * *"',
         )
     for text, (field, low, high) in zip(fields, CRON_FIELDS):
@@ -527,9 +550,12 @@ class ReportSettings(_Section):
 
 def _duckdb_url(url: str, base_dir: Path) -> str:
     """duckdb:///relative/path is relative to the config folder, duckdb:////absolute/path absolute."""
-    path = url[len("duckdb:///"):]
+    path = url[len("duckdb:///") :]
     if not path:
-        raise Problem("names no DuckDB file", "write duckdb:///pmsync.duckdb (relative to this file) or duckdb:////abs/path")
+        raise Problem(
+            "names no DuckDB file",
+            "write duckdb:///pmsync.duckdb (relative to this file) or duckdb:////abs/path",
+        )
     if path == ":memory:":
         return url
     return "duckdb:///" + str(_resolve(path, base_dir))
@@ -570,7 +596,9 @@ class Config(_Section):
         try:
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise Problem(f"is {zone!r}, which is not a time zone", "write an IANA name like America/Toronto or UTC")
+            raise Problem(
+                f"is {zone!r}, which is not a time zone", "write an IANA name like America/Toronto or UTC"
+            )
         return zone
 
     @field_validator("warehouse")
@@ -596,7 +624,7 @@ class Config(_Section):
 
     @property
     def warehouse_url(self) -> str:
-        """The warehouse URL with a DuckDB path made absolute (duckdb:////abs/file.duckdb) or postgresql://..."""
+        """The warehouse URL: a DuckDB path made absolute (duckdb:////abs/file.duckdb), or postgresql://..."""
         return self._warehouse_url
 
     @property
@@ -604,10 +632,11 @@ class Config(_Section):
         """The DuckDB file, or None for PostgreSQL (and for :memory:)."""
         if not self._warehouse_url.startswith("duckdb:///") or self._warehouse_url.endswith(":memory:"):
             return None
-        return Path(self._warehouse_url[len("duckdb:///"):])
+        return Path(self._warehouse_url[len("duckdb:///") :])
 
     @property
     def tzinfo(self) -> ZoneInfo:
+        """The coordinators' time zone, in which dates and "today" are computed."""
         return ZoneInfo(self.timezone)
 
     def connection(self, name: str) -> Connection:
@@ -690,13 +719,17 @@ def _check_targets(name: str, tool: str, entry: ConnectionWriteback) -> None:
     fields = entry.custom_fields
     if tool == "jira" and fields is True:
         raise Problem(
-            "must name the Jira fields", "write {slip_days: customfield_10050, forecast_finish: customfield_10051}",
+            "must name the Jira fields",
+            "write {slip_days: customfield_10050, forecast_finish: customfield_10051}",
             loc=("writeback", name, "custom_fields"),
         )
     if tool != "jira" and isinstance(fields, dict):
-        raise Problem("must be true or false for a " + tool + " connection", "write custom_fields: true",
-                      loc=("writeback", name, "custom_fields"))
-    for meaning, field_id in (fields.items() if isinstance(fields, dict) else []):
+        raise Problem(
+            "must be true or false for a " + tool + " connection",
+            "write custom_fields: true",
+            loc=("writeback", name, "custom_fields"),
+        )
+    for meaning, field_id in fields.items() if isinstance(fields, dict) else []:
         if meaning not in JIRA_WRITEBACK_FIELDS or not JIRA_CUSTOM_FIELD.match(field_id):
             raise Problem(
                 f"maps {meaning!r} to {field_id!r}",
@@ -748,7 +781,6 @@ def redact(text: str, config: Config) -> str:
     return _redact_values(text, secret_values(config))
 
 
-
 ENV_REFERENCE = re.compile(r"(\$?)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -756,7 +788,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """Safe YAML that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+def _construct_mapping(
+    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
     loader.flatten_mapping(node)
     mapping: dict[Any, Any] = {}
     for key_node, value_node in node.value:
@@ -776,17 +810,23 @@ def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path} not found; run `pmsync init` to write an example, or pass --config.") from None
+        raise ConfigError(
+            f"{path} not found; run `pmsync init` to write an example, or pass --config."
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise ConfigError(f"Cannot read {path} ({reason}); check the path and that it is a UTF-8 text file.") from None
+        raise ConfigError(
+            f"Cannot read {path} ({reason}); check the path and that it is a UTF-8 text file."
+        ) from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = (exc.problem or exc.context or "invalid YAML").rstrip(".")
-        raise ConfigError(f"In {path}{where}, the YAML is invalid ({problem}); fix the syntax there.") from None
+        raise ConfigError(
+            f"In {path}{where}, the YAML is invalid ({problem}); fix the syntax there."
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"In {path}, the YAML is invalid ({type(exc).__name__}); fix the syntax.") from None
 
@@ -795,11 +835,16 @@ def _label(parts: list[str]) -> str:
     return "".join(parts) or "the top level"
 
 
+def _readable(name: Any) -> bool:
+    return isinstance(name, str) and 0 < len(name.strip()) <= 60 and name.isprintable()
+
+
 def _child_label(parts: list[str], key: Any, node: Any) -> list[str]:
     if isinstance(key, int):
         name = node.get("name") if parts == ["connections"] and isinstance(node, dict) else None
-        return parts + [f"[{name if isinstance(name, str) and name else key}]"]
-    return parts + [f".{key}" if parts else str(key)]
+        return parts + [f"[{name if _readable(name) else key}]"]
+    label = str(key) if _readable(key) else repr(key)
+    return parts + [f".{label}" if parts else label]
 
 
 def _substitute_text(text: str, env: Mapping[str, str], where: str, path: Path) -> str:
@@ -835,7 +880,10 @@ def substitute_env(node: Any, env: Mapping[str, str], path: Path, parts: list[st
     if isinstance(node, str):
         return _substitute_text(node, env, _label(parts), path)
     if isinstance(node, dict):
-        return {key: substitute_env(value, env, path, _child_label(parts, key, value)) for key, value in node.items()}
+        return {
+            key: substitute_env(value, env, path, _child_label(parts, key, value))
+            for key, value in node.items()
+        }
     if isinstance(node, list):
         return [substitute_env(item, env, path, _child_label(parts, i, item)) for i, item in enumerate(node)]
     return node
@@ -886,19 +934,19 @@ def _url_password(url: str) -> str | None:
         return None
 
 
+def _key_path(loc: tuple[Any, ...], data: Any, missing: bool = False) -> str:
+    """The YAML key path of a pydantic error location, naming connections; pydantic's union tags are dropped.
 
-
-def _key_path(loc: tuple[Any, ...], data: Any) -> str:
-    """The YAML key path of a pydantic error location, naming connections; pydantic's union tags are dropped."""
+    A last segment absent from the file is kept only when `missing` (it is the key the user must add).
+    """
     parts: list[str] = []
     node = data
     for position, segment in enumerate(loc):
         last = position == len(loc) - 1
-        if isinstance(segment, int) and isinstance(node, list) and 0 <= segment < len(node):
+        in_list = isinstance(segment, int) and isinstance(node, list) and 0 <= segment < len(node)
+        if in_list or (isinstance(node, dict) and segment in node):
             parts, node = _child_label(parts, segment, node[segment]), node[segment]
-        elif isinstance(node, dict) and segment in node:
-            parts, node = _child_label(parts, segment, node[segment]), node[segment]
-        elif last:
+        elif last and missing:
             parts, node = _child_label(parts, segment, None), None
     return _label(parts)
 
@@ -949,7 +997,9 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
     if typing.get_origin(model) in (Union, types.UnionType):
         model, _ = _union_member(typing.get_args(model), None)
     if isinstance(model, type) and issubclass(model, BaseModel):
-        return [name for name in model.model_fields if name != "tool"] + (["<connection name>"] if model is Writeback else [])
+        return [name for name in model.model_fields if name != "tool"] + (
+            ["<connection name>"] if model is Writeback else []
+        )
     return []
 
 
@@ -959,7 +1009,10 @@ def _unknown_key(loc: tuple[Any, ...]) -> tuple[str, str]:
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
         return "is not a known key", f"did you mean `{close[0]}`? rename it, or remove it"
-    return "is not a known key", f"remove it (keys allowed here: {', '.join(known)})" if known else "remove it"
+    return (
+        "is not a known key",
+        f"remove it (keys allowed here: {', '.join(known)})" if known else "remove it",
+    )
 
 
 def _kind_of(value: Any) -> str:
@@ -991,6 +1044,13 @@ def _explain(error: Mapping[str, Any]) -> tuple[str, str]:
         return f"should be {error['ctx']['expected']}", "use one of those values"
     if kind == "too_short" and error["ctx"].get("min_length") == 1:
         return "is empty", "give it a value" if isinstance(error.get("input"), str) else "list at least one"
+    if _rank(error) == 2:
+        return (
+            f"is {_kind_of(error.get('input'))}, which does not fit here",
+            "see `pmsync init` for the form it takes",
+        )
+    if kind == "path_type":
+        return f"should be a path (got {_kind_of(error.get('input'))})", "write a folder, like reports"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"should be a mapping of keys (got {_kind_of(error.get('input'))})", "write key: value pairs"
     message = error["msg"].removeprefix("Input ").removeprefix("Value ")
@@ -1001,7 +1061,11 @@ def _rank(error: Mapping[str, Any]) -> int:
     # A misspelt key explains the "missing" error beside it; union members' errors come in pairs, so go last.
     if error["type"] == "extra_forbidden":
         return 0
-    return 2 if any(isinstance(s, str) and ("[" in s or s in ("bool", "str", "dict")) for s in error["loc"]) else 1
+    return (
+        2
+        if any(isinstance(s, str) and ("[" in s or s in ("bool", "str", "dict")) for s in error["loc"])
+        else 1
+    )
 
 
 def describe_validation_error(exc: ValidationError, data: Any, path: Path) -> str:
@@ -1015,11 +1079,13 @@ def describe_validation_error(exc: ValidationError, data: Any, path: Path) -> st
         loc = loc + (original.loc or ())
     else:
         problem, fix = _explain(error)
-    keys = {_key_path(tuple(e["loc"]), data) for e in errors}
-    more = f" ({len(keys) - 1} more problem{'s' if len(keys) > 2 else ''} after this one)" if len(keys) > 1 else ""
-    return f"In {path}, {_key_path(loc, data)} {problem}; {fix}{more}."
-
-
+    keys = {_key_path(tuple(e["loc"]), data, e["type"] == "missing") for e in errors}
+    more = (
+        f" ({len(keys) - 1} more problem{'s' if len(keys) > 2 else ''} after this one)"
+        if len(keys) > 1
+        else ""
+    )
+    return f"In {path}, {_key_path(loc, data, error['type'] == 'missing')} {problem}; {fix}{more}."
 
 
 def example_text() -> str:
@@ -1031,10 +1097,14 @@ def write_example(path: Path, *, force: bool = False) -> Path:
     """Writes the commented example to `path` (creating folders); refuses to overwrite unless `force`."""
     path = Path(path)
     if path.exists() and not force:
-        raise ConfigError(f"{path} already exists; pass --force to overwrite it, or choose another file with --config.")
+        raise ConfigError(
+            f"{path} already exists; pass --force to overwrite it, or choose another file with --config."
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(example_text(), encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"Cannot write {path} ({exc.strerror}); choose a writable path with --config.") from None
+        raise ConfigError(
+            f"Cannot write {path} ({exc.strerror}); choose a writable path with --config."
+        ) from None
     return path
