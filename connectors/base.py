@@ -62,8 +62,7 @@ class Batch:
     """One page of work: raw task records and what came with them, plus the cursor to commit with them.
 
     `covers_links_of` names the tasks whose complete link set this batch carries, so that links removed in the
-    tool are removed in the warehouse too; `history_complete_for` names tasks whose complete due-date history is
-    in `due_changes`.
+    tool are removed in the warehouse too. `due_changes` holds the complete due-date history of the batch's tasks.
     """
 
     records: list[dict[str, Any]] = field(default_factory=list)

@@ -112,6 +112,7 @@ class RetryingAdapter(HTTPAdapter):
         stats: RequestStats,
         rewrite: tuple[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        pacer: "Pacer | None" = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(pool_connections=4, pool_maxsize=16, **kwargs)
@@ -119,6 +120,7 @@ class RetryingAdapter(HTTPAdapter):
         self.stats = stats
         self.rewrite = rewrite
         self.sleep = sleep
+        self.pacer = pacer
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         if self.rewrite and request.url and request.url.startswith(self.rewrite[0]):
@@ -126,12 +128,15 @@ class RetryingAdapter(HTTPAdapter):
         policy = self.policy
         for attempt in range(policy.max_attempts):
             last = attempt == policy.max_attempts - 1
+            if self.pacer is not None:
+                self.pacer.wait()
             self.stats.add(requests=1)
             try:
                 response = super().send(request, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self.stats.add(connection_errors=1)
-                if last:
+                # A certificate the CA bundle does not trust will not become trusted by waiting.
+                if last or isinstance(exc, requests.exceptions.SSLError):
                     raise
                 self._wait(attempt, None, f"{type(exc).__name__} on {request.method} {_path(request.url)}")
                 continue
@@ -157,11 +162,41 @@ class RetryingAdapter(HTTPAdapter):
         self.sleep(delay)
 
 
+class Pacer:
+    """Spaces requests to at most `per_second` (shared by every thread of a connection), so that a client stays
+    under a vendor's budget instead of spending requests on 429s."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval = 1.0 / per_second
+        self.clock = clock
+        self.sleep = sleep
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> float:
+        """Block until this request's slot; returns how long it waited."""
+        with self._lock:
+            now = self.clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        delay = slot - now
+        if delay > 0:
+            self.sleep(delay)
+        return delay
+
+
+def pacer_for(requests_per_second: float | None) -> Pacer | None:
+    """A pacer for a configured request rate, or None when the rate is not limited."""
+    return Pacer(requests_per_second) if requests_per_second else None
+
+
 def mount_retrying(
-    session: requests.Session, policy: RetryPolicy, stats: RequestStats, rewrite: tuple[str, str] | None = None
+    session: requests.Session, policy: RetryPolicy, stats: RequestStats, rewrite: tuple[str, str] | None = None,
+    pacer: Pacer | None = None,
 ) -> RetryingAdapter:
     """Install one retrying adapter for both schemes on a session; returns it."""
-    adapter = RetryingAdapter(policy, stats, rewrite=rewrite)
+    adapter = RetryingAdapter(policy, stats, rewrite=rewrite, pacer=pacer)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return adapter

@@ -17,11 +17,12 @@ removing one touches the issue's `updated`, so incremental pulls only ask for ch
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Iterable, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jira
@@ -106,8 +107,7 @@ def requested_fields(custom_fields: dict[str, str] | None = None) -> list[str]:
     """The issue fields a pull asks for: those the Jira mapping reads, the connection's custom fields, and the
     ones the connector reads itself (links, `updated`, the assignee)."""
     names = {path.split(".")[1] for path, _ in load_mapping("jira").paths().values() if path.startswith("fields.")}
-    names.update(value.split(".")[1] if value.startswith("fields.") else value
-                 for value in (custom_fields or {}).values())
+    names.update((custom_fields or {}).values())
     names.update(CONNECTOR_FIELDS)
     return sorted(names)
 
@@ -121,7 +121,7 @@ class Watermark:
     ids: set[str] = field(default_factory=set)
 
     @classmethod
-    def from_cursor(cls, cursor: dict[str, str] | None) -> "Watermark":
+    def from_cursor(cls, cursor: dict[str, str] | None) -> Watermark:
         if not cursor or not cursor.get("updated"):
             return cls()
         ids = {i for i in cursor.get("ids_at_updated", "").split(",") if i}
@@ -143,6 +143,37 @@ class Watermark:
             self.updated, self.ids = updated, {issue_id}
         elif updated == self.updated:
             self.ids.add(issue_id)
+
+
+class RunFilter:
+    """Drops what a pull has already delivered: issues at or before the committed cursor (the overlap window
+    re-reads them) and (id, updated) pairs seen earlier in the run; tracks the position to commit next."""
+
+    def __init__(self, committed: Watermark, overlap: timedelta) -> None:
+        self.committed = committed
+        self.position = Watermark(committed.updated, set(committed.ids))
+        self.overlap = overlap
+        self.seen: set[tuple[str, datetime]] = set()
+
+    def fresh(self, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The page's issues not delivered yet, in page order; the position advances past them."""
+        out = []
+        for issue in page:
+            updated = updated_of(issue)
+            if updated is None:  # unreadable: passed on for the engine to quarantine
+                out.append(issue)
+                continue
+            key = (str(issue["id"]), updated)
+            if self.committed.covers(*key) or key in self.seen:
+                continue
+            self.seen.add(key)
+            self.position.advance(*key)
+            out.append(issue)
+        if self.position.updated is not None:
+            # Only pairs near the position can come again (an ascending order re-reads only its tail).
+            horizon = self.position.updated - self.overlap
+            self.seen = {key for key in self.seen if key[1] >= horizon}
+        return out
 
 
 def _id_order(issue_id: str) -> tuple[int, str]:
@@ -236,7 +267,7 @@ class JiraConnector(Connector):
         self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_config(cls, conn: JiraConnection) -> "JiraConnector":
+    def from_config(cls, conn: JiraConnection) -> JiraConnector:
         """The connector for a configured Jira connection (no request is made until it is used)."""
         limits = conn.rate_limit
         defaults = RetryPolicy()
@@ -262,32 +293,17 @@ class JiraConnector(Connector):
         since = committed.updated - self.overlap if committed.updated is not None else None
         jql = pull_jql(self.projects, since, self.zone())
         projects = self.project_records()
-        position = Watermark(committed.updated, set(committed.ids))
-        seen_in_run: set[tuple[str, datetime]] = set()
+        run = RunFilter(committed, self.overlap)
         first = True
         for page in self._search_pages(jql, self.page_size, ",".join(self.fields), expand="changelog"):
-            fresh = []
-            for issue in page:
-                updated = updated_of(issue)
-                if updated is None:  # unreadable: passed on for the engine to quarantine
-                    fresh.append(issue)
-                    continue
-                key = (str(issue["id"]), updated)
-                if committed.covers(*key) or key in seen_in_run:
-                    continue
-                seen_in_run.add(key)
-                position.advance(*key)
-                fresh.append(issue)
+            fresh = run.fresh(page)
             if fresh or first:
                 batch = self.page_batch(fresh)
-                batch.cursor = position.to_cursor() or cursor
+                batch.cursor = run.position.to_cursor() or cursor
                 if first:
                     batch.projects = projects
                 first = False
                 yield batch
-            if position.updated is not None:
-                horizon = position.updated - self.overlap
-                seen_in_run = {k for k in seen_in_run if k[1] >= horizon}
 
     def census(self) -> Iterator[str]:
         """Every issue id of the configured projects, from the id-only search (up to 5000 per request)."""

@@ -10,16 +10,25 @@ Dates are local times without a zone, as MSPDI stores them: starts at 08:00, fin
 the portfolio's own dates for the epic rather than a roll-up of their children, so that every tool shows the same
 truth for the same task.
 """
+
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime, timezone
+from datetime import UTC, datetime
 from xml.sax.saxutils import escape
 
 import numpy as np
 
 from sandbox.generator import (
-    DONE, IN_PROGRESS, LINK_NATIVE, MILESTONE, MSPROJECT, NO_DAY, Portfolio, day_number, day_to_date,
+    DONE,
+    IN_PROGRESS,
+    LINK_NATIVE,
+    MILESTONE,
+    MSPROJECT,
+    NO_DAY,
+    Portfolio,
+    day_number,
+    day_to_date,
 )
 
 NAMESPACE = "http://schemas.microsoft.com/project"
@@ -82,7 +91,7 @@ def outline_rows(portfolio: Portfolio, project_index: int) -> tuple[list[tuple[i
     indexes = project_task_indexes(portfolio, project_index)
     indexes = indexes[~t.deleted[indexes]]
     indexes = indexes[np.argsort(t.seq[indexes], kind="stable")]
-    live = set(int(i) for i in indexes)
+    live = {int(i) for i in indexes}
     children: dict[int, list[int]] = {}
     top: list[int] = []
     for i in map(int, indexes):
@@ -131,14 +140,16 @@ def _header(portfolio: Portfolio, project_index: int, indexes: list[int]) -> lis
         "<ScheduleFromStart>1</ScheduleFromStart>",
         f"<StartDate>{_at(start_day, START_TIME)}</StartDate>",
         f"<FinishDate>{_at(finish_day, FINISH_TIME)}</FinishDate>",
-        "<FYStartDate>1</FYStartDate><CriticalSlackLimit>0</CriticalSlackLimit><CurrencyDigits>2</CurrencyDigits>"
-        "<CurrencySymbol>$</CurrencySymbol><CurrencySymbolPosition>0</CurrencySymbolPosition>",
+        (
+            "<FYStartDate>1</FYStartDate><CriticalSlackLimit>0</CriticalSlackLimit><CurrencyDigits>2</CurrencyDigits>"
+            "<CurrencySymbol>$</CurrencySymbol><CurrencySymbolPosition>0</CurrencySymbolPosition>"
+        ),
         f"<CreationDate>{_timestamp(created)}</CreationDate>",
         f"<LastSaved>{_timestamp(saved)}</LastSaved>",
         f"<CalendarUID>{CALENDAR_UID}</CalendarUID>",
         f"<DefaultStartTime>{START_TIME}</DefaultStartTime>",
         f"<DefaultFinishTime>{FINISH_TIME}</DefaultFinishTime>",
-        f"<MinutesPerDay>{MINUTES_PER_DAY}</MinutesPerDay><MinutesPerWeek>{MINUTES_PER_DAY * 5}</MinutesPerWeek>"
+        f"<MinutesPerDay>{MINUTES_PER_DAY}</MinutesPerDay><MinutesPerWeek>{MINUTES_PER_DAY * 5}</MinutesPerWeek>",
         "<DaysPerMonth>20</DaysPerMonth>",
         f"<DurationFormat>{DURATION_FORMAT_DAYS}</DurationFormat><WorkFormat>2</WorkFormat>",
         "<WeekStartDay>1</WeekStartDay>",
@@ -157,7 +168,12 @@ def _project_summary_task(name: str) -> str:
 
 
 def _task(
-    portfolio: Portfolio, i: int, row: int, number: str, level: int, summary: bool,
+    portfolio: Portfolio,
+    i: int,
+    row: int,
+    number: str,
+    level: int,
+    summary: bool,
     predecessors: tuple[tuple[int, int, int], ...],
 ) -> str:
     t = portfolio.tasks
@@ -180,7 +196,9 @@ def _task(
     ]
     if start_day != NO_DAY:
         out.append(f"<Start>{start}</Start><Finish>{finish}</Finish>")
-    out.append(f"<Duration>{duration(days)}</Duration><DurationFormat>{DURATION_FORMAT_DAYS}</DurationFormat>")
+    out.append(
+        f"<Duration>{duration(days)}</Duration><DurationFormat>{DURATION_FORMAT_DAYS}</DurationFormat>"
+    )
     out.append(f"<Milestone>{int(milestone)}</Milestone><Summary>{int(summary)}</Summary>")
     out.append(f"<PercentComplete>{int(t.percent[i])}</PercentComplete>")
     if status in (IN_PROGRESS, DONE) and start_day != NO_DAY:
@@ -213,7 +231,9 @@ def _baseline(portfolio: Portfolio, i: int, start_day: int, milestone: bool) -> 
     )
 
 
-def _predecessors_by_successor(portfolio: Portfolio, project_index: int) -> dict[int, tuple[tuple[int, int, int], ...]]:
+def _predecessors_by_successor(
+    portfolio: Portfolio, project_index: int
+) -> dict[int, tuple[tuple[int, int, int], ...]]:
     """For each successor task in the project: (predecessor UID, MS Project link type, lag days) of its native links."""
     p = portfolio
     if not len(p.link_succ):
@@ -281,7 +301,7 @@ def _at(day: int, clock: str) -> str:
 
 
 def _timestamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None, microsecond=0).isoformat()
+    return datetime.fromtimestamp(seconds, tz=UTC).replace(tzinfo=None, microsecond=0).isoformat()
 
 
 def item_version(portfolio: Portfolio, project_index: int) -> str:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connectors.http import RequestStats, RetryPolicy, RetryingAdapter, backoff_delay, parse_retry_after
+from connectors.http import Pacer, RequestStats, RetryPolicy, RetryingAdapter, backoff_delay, parse_retry_after
 from sandbox.server import serve_app
 
 
@@ -94,3 +94,54 @@ def test_rewrite_points_a_fixed_base_url_at_another_host():
         session = requests.Session()
         session.mount("https://", RetryingAdapter(RetryPolicy(), stats, rewrite=("https://api.trello.com/1", f"{url}/1")))
         assert session.get("https://api.trello.com/1/members/me").json() == {"path": "/1/members/me"}
+
+
+def test_a_pacer_spaces_requests_to_the_configured_rate():
+    clock = [0.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock[0] += seconds
+
+    pacer = Pacer(per_second=4, clock=lambda: clock[0], sleep=sleep)
+    for _ in range(5):
+        pacer.wait()
+    assert waits == [0.25, 0.25, 0.25, 0.25]
+    clock[0] += 10
+    assert pacer.wait() == 0
+
+
+def test_an_untrusted_certificate_is_not_retried():
+    import subprocess
+    import sys
+
+    stats, waits = RequestStats(), []
+    session = requests.Session()
+    session.mount("https://", RetryingAdapter(RetryPolicy(max_attempts=5), stats, sleep=waits.append))
+    server = subprocess.Popen(
+        [sys.executable, "-c", SELF_SIGNED_SERVER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        port = int(server.stdout.readline())
+        with pytest.raises(requests.exceptions.SSLError):
+            session.get(f"https://127.0.0.1:{port}/x", timeout=10)
+    finally:
+        server.kill()
+    assert stats.requests == 1 and waits == []
+
+
+SELF_SIGNED_SERVER = """
+import http.server, ssl, tempfile, os, trustme
+ca = trustme.CA()
+cert = ca.issue_cert("127.0.0.1")
+d = tempfile.mkdtemp()
+pem = os.path.join(d, "c.pem")
+cert.private_key_and_cert_chain_pem.write_to_path(pem)
+server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(pem)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
