@@ -31,6 +31,8 @@ class RetryPolicy:
     """How hard to try: attempts per request, and the exponential backoff used where no Retry-After is given."""
 
     max_attempts: int = 8
+    # A host that refuses or drops connections is more often down or misconfigured than briefly busy.
+    max_connection_attempts: int = 3
     base_delay_s: float = 0.5
     max_delay_s: float = 60.0
     retry_statuses: frozenset[int] = RETRY_STATUSES
@@ -126,6 +128,7 @@ class RetryingAdapter(HTTPAdapter):
         if self.rewrite and request.url and request.url.startswith(self.rewrite[0]):
             request.url = self.rewrite[1] + request.url[len(self.rewrite[0]):]
         policy = self.policy
+        connection_failures = 0
         for attempt in range(policy.max_attempts):
             last = attempt == policy.max_attempts - 1
             if self.pacer is not None:
@@ -135,8 +138,10 @@ class RetryingAdapter(HTTPAdapter):
                 response = super().send(request, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self.stats.add(connection_errors=1)
+                connection_failures += 1
                 # A certificate the CA bundle does not trust will not become trusted by waiting.
-                if last or isinstance(exc, requests.exceptions.SSLError):
+                if (last or isinstance(exc, requests.exceptions.SSLError)
+                        or connection_failures >= policy.max_connection_attempts):
                     raise
                 self._wait(attempt, None, f"{type(exc).__name__} on {request.method} {_path(request.url)}")
                 continue

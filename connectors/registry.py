@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from connectors.base import Connector
@@ -15,8 +16,14 @@ CONNECTOR_CLASSES = {
 }
 
 
-def build_connector(connection: Any) -> Connector:
-    """The connector for one configured connection (a pmsync.config connection model)."""
+def build_connector(connection: Any, timezone: str = "UTC") -> Connector:
+    """The connector for one configured connection (a pmsync.config connection model).
+
+    `timezone` is the configuration's: connectors that read dates out of datetimes (Trello's due, Planner's
+    dueDateTime) take it as `timezone_name`.
+    """
     module_name, class_name = CONNECTOR_CLASSES[connection.tool]
-    module = importlib.import_module(module_name)
-    return getattr(module, class_name).from_config(connection)
+    factory = getattr(importlib.import_module(module_name), class_name).from_config
+    if "timezone_name" in inspect.signature(factory).parameters:
+        return factory(connection, timezone_name=timezone)
+    return factory(connection)

@@ -114,7 +114,8 @@ def status(
 def main() -> None:
     """Entry point: run the app and turn known failures into one sentence and a non-zero exit."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except PmsyncError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -7,6 +7,7 @@ from datetime import date
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -42,12 +43,12 @@ def sync_command(config: Config, names: list[str], *, full: bool = False, as_of:
             if name in rows:
                 bar.update(rows[name], state="[red]failed")
     for name, error in outcome.failures.items():
-        console.print(f"[bold red]{name} failed:[/] {error}", highlight=False)
+        console.print(f"[bold red]{name} failed:[/] {escape(error)}", highlight=False, soft_wrap=True)
     loaded = sum(r.loaded for r in outcome.results)
     quarantined = sum(r.quarantined for r in outcome.results)
     console.print(f"synced {len(outcome.results)} of {len(outcome.results) + len(outcome.failures)} connections: "
                   f"{loaded:,} tasks loaded, {quarantined:,} quarantined, "
-                  f"{outcome.links_resolved:,} cross-tool links resolved")
+                  f"{outcome.links_resolved:,} cross-tool links resolved", soft_wrap=True)
     _after_sync(config, as_of)
     return 0 if outcome.ok else 1
 

@@ -8,16 +8,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mappings.urls import URL_PATTERNS
+
 from warehouse.base import Warehouse
-
-# How each tool's task URL names the task, and which tasks column holds that name.
-URL_PATTERNS = (
-    ("jira", "key", r"/browse/(?P<ref>[A-Z][A-Z0-9_]*-\d+)"),
-    ("asana", "native_id", r"app\.asana\.com/(?:0/\d+/|\d+/\d+/(?:project/\d+/)?task/)(?P<ref>\d+)"),
-    ("trello", "key", r"trello\.com/c/(?P<ref>[A-Za-z0-9]{8})"),
-    ("planner", "native_id", r"/task/(?P<ref>[A-Za-z0-9_-]{28})"),
-)
-
 
 def resolve_url_links(warehouse: Warehouse) -> int:
     """Replace `url:` predecessors that name a known task by that task's uid; returns how many were resolved."""

@@ -73,7 +73,7 @@ def run_sync(
     def one(connection) -> SyncResult | None:
         own_lock = shared_lock if lock is not None else threading.Lock()
         try:
-            connector = build_connector(connection)
+            connector = build_connector(connection, config.timezone)
         except PmsyncError as exc:
             outcome.failures[connection.name] = redact(str(exc), config)
             return None
@@ -89,7 +89,7 @@ def run_sync(
         except Exception as exc:  # one connection failing must not stop the others
             message = str(exc) if isinstance(exc, PmsyncError) else f"{type(exc).__name__}: {exc}"
             outcome.failures[connection.name] = redact(message, config)
-            log.warning("sync of %s failed: %s", connection.name, outcome.failures[connection.name])
+            log.info("sync of %s failed: %s", connection.name, outcome.failures[connection.name])
             return None
         finally:
             connector.close()

@@ -1,0 +1,649 @@
+"""Asana through the `asana` SDK (5.x): project tasks page by page, hidden subtasks, stories and events.
+
+The SDK builds URLs, authenticates and parses JSON; everything else is here. Its urllib3 retry is switched off
+(it skips POST and surfaces `MaxRetryError`) so that one SDK call is exactly one HTTP attempt, and `_call` retries
+those calls with the shared policy of `connectors.http` (Retry-After, backoff), counting every attempt in
+`stats`. Listings are always called with `full_payload=True` and a fresh opts dict, so the SDK neither pages by
+itself nor keeps an offset: the offset is ours, one page of 100 at a time, and goes into the cursor.
+
+What Asana hides and how it is found:
+- Subtasks belong to no project, so no project listing shows them. A full pull walks `/tasks/{gid}/subtasks` of
+  every listed task with `num_subtasks > 0` (recursively); subtasks that are project members anyway (an epic's
+  stories) are skipped there, the listing delivers them. A subtask's project is its top-level parent's.
+- `modified_since` listings miss subtasks, and Asana does not touch a parent when a subtask changes. The events
+  API per project does report them, so an incremental pull reads the project's events from the stored sync token
+  first, and fetches the changed tasks the listing did not deliver one by one (`GET /tasks/{gid}`). The same
+  events also cover tasks changed during the previous pull after their page was read. An expired token (412)
+  falls back to the full walk of that project, keeping only tasks modified since the cursor.
+- Due-date history is in stories (`due_date_changed`, with `old_dates`/`new_dates`); they cost one request per
+  task, so only delivered tasks (all on a full pull, changed ones afterwards) have their stories read.
+
+Costs: full pull = per project 1 project read + 1 events read (the 412 that hands out a token) + listing pages,
+plus one subtasks request per task with subtasks, plus one stories request per task. Incremental pull = per
+project 1 project read + events pages (100 events each) + listing pages of changed tasks, plus one stories
+request per changed task and one task read per changed hidden subtask. Census = listing pages (ids only) plus one
+subtasks request per parent whose subtasks are not all listed in a configured project.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asana
+import orjson
+import urllib3
+from asana.rest import ApiException
+
+from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord
+from connectors.http import RetryPolicy, backoff_delay, parse_retry_after
+from pmsync.config import AsanaConnection
+from pmsync.errors import ConnectionFailed
+
+log = logging.getLogger("pmsync.connectors.asana")
+
+ASANA_API = "https://app.asana.com/api/1.0"
+PAGE = 100  # Asana's largest page
+OVERLAP = timedelta(minutes=5)
+WORKERS = 4
+TIMEOUT_S = (10.0, 60.0)  # connect, read
+# What the mapping reads (mappings/asana.yaml) plus what the connector reads itself.
+TASK_FIELDS = (
+    "name", "completed", "completed_at", "created_at", "modified_at", "due_on", "due_at", "start_on",
+    "assignee.name", "assignee.email", "parent.gid", "memberships.section.name", "memberships.project.gid",
+    "resource_subtype", "custom_fields.name", "custom_fields.resource_subtype", "custom_fields.number_value",
+    "custom_fields.display_value", "permalink_url", "num_subtasks", "tags.name", "dependencies",
+)
+STORY_FIELDS = ("resource_subtype", "created_at", "old_dates.due_on", "new_dates.due_on")
+CENSUS_FIELDS = ("num_subtasks", "parent.gid")
+DUE_DATE_CHANGED = "due_date_changed"
+LISTING_DONE = "end"
+
+
+# -- pure helpers ---------------------------------------------------------------------------------------------
+
+def parse_time(text: Any) -> datetime | None:
+    """An Asana timestamp (`2012-02-22T02:06:58.147Z`) as an aware datetime; None when absent or unreadable."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def asana_time(instant: datetime) -> str:
+    """An instant the way Asana writes and reads them: UTC, milliseconds, `Z`."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_day(value: Any) -> date | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def due_changes(task_gid: str, stories: Iterable[dict[str, Any]]) -> list[DueChange]:
+    """The `due_date_changed` stories of a task as due-date changes, in the order given (Asana: oldest first)."""
+    out = []
+    for story in stories:
+        if story.get("resource_subtype") != DUE_DATE_CHANGED:
+            continue
+        changed_at = parse_time(story.get("created_at"))
+        if changed_at is None:
+            continue
+        out.append(DueChange(native_id=task_gid, changed_at=changed_at,
+                             old_due=parse_day((story.get("old_dates") or {}).get("due_on")),
+                             new_due=parse_day((story.get("new_dates") or {}).get("due_on"))))
+    return out
+
+
+def dependency_links(task: dict[str, Any]) -> list[Link]:
+    """The task's predecessors (Asana `dependencies`: the tasks it waits on)."""
+    return [Link(successor_native_id=task["gid"], predecessor_native_id=str(dep["gid"]))
+            for dep in task.get("dependencies") or () if isinstance(dep, dict) and dep.get("gid")]
+
+
+def assignees(tasks: Iterable[dict[str, Any]]) -> list[PersonRecord]:
+    """The distinct assignees of some tasks, emails as Asana holds them (the engine lower-cases)."""
+    people: dict[str, PersonRecord] = {}
+    for task in tasks:
+        who = task.get("assignee")
+        if isinstance(who, dict) and who.get("gid"):
+            people[who["gid"]] = PersonRecord(who["gid"], who.get("name"), who.get("email"))
+    return list(people.values())
+
+
+def annotate(task: dict[str, Any], project_gid: str, configured: Iterable[str]) -> dict[str, Any]:
+    """Add the `_pmsync` context the mapping reads (lists it cannot index): the task's project (the first
+    configured project it is a member of, else the one it was found through), its section there, its tag names,
+    and its custom fields by name."""
+    configured = set(configured)
+    memberships = [m for m in task.get("memberships") or () if isinstance(m, dict)]
+    member = next((m for m in memberships if (m.get("project") or {}).get("gid") in configured), None)
+    project = (member or {}).get("project", {}).get("gid") or project_gid
+    section = ((member or {}).get("section") or {}).get("name")
+    fields: dict[str, Any] = {}
+    for custom in task.get("custom_fields") or ():
+        if isinstance(custom, dict) and custom.get("name"):
+            number = custom.get("resource_subtype") == "number"
+            fields[custom["name"]] = custom.get("number_value") if number else custom.get("display_value")
+    tags = [t["name"] for t in task.get("tags") or () if isinstance(t, dict) and t.get("name")]
+    task["_pmsync"] = {"project_gid": project, "section": section, "tags": tags, "custom_fields": fields}
+    return task
+
+
+def is_project_member(task: dict[str, Any], projects: set[str]) -> bool:
+    return any((m.get("project") or {}).get("gid") in projects for m in task.get("memberships") or ()
+               if isinstance(m, dict))
+
+
+@dataclass
+class Watermark:
+    """The latest `modified_at` delivered and the gids delivered at exactly that instant."""
+
+    at: datetime | None = None
+    gids: set[str] = field(default_factory=set)
+
+    @classmethod
+    def read(cls, at: str | None, gids: str | None) -> Watermark:
+        moment = parse_time(at) if at else None
+        return cls(moment, {g for g in (gids or "").split(",") if g}) if moment else cls()
+
+    def covers(self, gid: str, modified: datetime | None) -> bool:
+        """True when a task in this state was delivered already (a re-read of the overlap window)."""
+        if self.at is None or modified is None:
+            return False
+        return modified < self.at or (modified == self.at and gid in self.gids)
+
+    def advance(self, gid: str, modified: datetime | None) -> None:
+        if modified is None:
+            return
+        if self.at is None or modified > self.at:
+            self.at, self.gids = modified, {gid}
+        elif modified == self.at:
+            self.gids.add(gid)
+
+    def merged(self, other: Watermark) -> Watermark:
+        out = Watermark(self.at, set(self.gids))
+        for gid in other.gids:
+            out.advance(gid, other.at)
+        return out
+
+    def text(self) -> tuple[str, str]:
+        return (self.at.isoformat() if self.at else "", ",".join(sorted(self.gids)))
+
+
+@dataclass
+class PullCursor:
+    """What a committed batch says: the watermark of finished pulls, the events sync token per project, and,
+    while a pull is under way, where it is (the project, the listing offset, a pending token, the run's high)."""
+
+    committed: Watermark = field(default_factory=Watermark)
+    tokens: dict[str, str] = field(default_factory=dict)
+    project: str | None = None
+    offset: str = ""
+    pending_token: str = ""
+    high: Watermark = field(default_factory=Watermark)
+
+    @classmethod
+    def read(cls, cursor: dict[str, Any] | None) -> PullCursor:
+        if not cursor:
+            return cls()
+        position = cursor.get("position") or {}
+        return cls(
+            committed=Watermark.read(cursor.get("modified_since"), cursor.get("ids_at")),
+            tokens=dict(cursor.get("events") or {}),
+            project=position.get("project"), offset=position.get("offset") or "",
+            pending_token=position.get("events") or "",
+            high=Watermark.read(position.get("high"), position.get("high_ids")),
+        )
+
+    def write(self) -> dict[str, Any]:
+        since, ids_at = self.committed.text()
+        out: dict[str, Any] = {"modified_since": since, "ids_at": ids_at, "events": dict(self.tokens)}
+        if self.project is not None:
+            high, high_ids = self.high.text()
+            out["position"] = {"project": self.project, "offset": self.offset, "events": self.pending_token,
+                               "high": high, "high_ids": high_ids}
+        return out
+
+
+# -- the connector --------------------------------------------------------------------------------------------
+
+class AsanaConnector(Connector):
+    """One Asana workspace and its configured projects."""
+
+    tool = "asana"
+
+    def __init__(
+        self,
+        name: str,
+        token: str,
+        projects: list[str],
+        *,
+        base_url: str = ASANA_API,
+        workspace: str | None = None,
+        verify: bool | str = True,
+        policy: RetryPolicy | None = None,
+        overlap: timedelta = OVERLAP,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(name)
+        self.base_url = base_url.rstrip("/")
+        self.projects = list(projects)
+        self.workspace = workspace
+        self.overlap = overlap
+        self.policy = policy or RetryPolicy()
+        self.sleep = sleep
+        configuration = asana.Configuration()
+        configuration.host = self.base_url
+        configuration.access_token = token
+        configuration.retry_strategy = False  # one SDK call = one HTTP attempt; `_call` retries
+        configuration.connection_pool_maxsize = WORKERS * 2
+        configuration.verify_ssl = verify is not False
+        if isinstance(verify, str):
+            configuration.ssl_ca_cert = verify
+        self.client = asana.ApiClient(configuration)
+        self.tasks_api = asana.TasksApi(self.client)
+        self.stories_api = asana.StoriesApi(self.client)
+        self.events_api = asana.EventsApi(self.client)
+        self.projects_api = asana.ProjectsApi(self.client)
+        self.users_api = asana.UsersApi(self.client)
+        self._pool: ThreadPoolExecutor | None = None
+        self._fresh_tokens: dict[str, str] = {}
+
+    @classmethod
+    def from_config(cls, conn: AsanaConnection) -> AsanaConnector:
+        """The connector for a configured Asana connection (no request is made until it is used)."""
+        limits = conn.rate_limit
+        defaults = RetryPolicy()
+        policy = RetryPolicy(
+            max_attempts=(limits.max_retries + 1) if limits.max_retries is not None else defaults.max_attempts,
+            max_delay_s=limits.max_wait_seconds or defaults.max_delay_s,
+        )
+        return cls(conn.name, conn.auth.token.get_secret_value(), conn.projects, base_url=conn.api_url,
+                   workspace=conn.workspace, verify=conn.tls_verify, policy=policy)
+
+    # -- the Connector interface ------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Read `users/me`: proves the URL and the token."""
+        self._call("the credentials check", lambda: self.users_api.get_user("me", {"opt_fields": "name"},
+                                                                             **self._kw()))
+
+    def pull(self, cursor: dict[str, Any] | None) -> Iterator[Batch]:
+        """Per configured project, in order: batches of one listing page each (its tasks, their hidden subtasks
+        on a full walk, stories, links, assignees), then one batch with the changed hidden subtasks that closes
+        the project and commits its events token. The first batch carries the projects."""
+        state = PullCursor.read(cursor)
+        if state.project is not None and state.project not in self.projects:
+            state.project, state.offset, state.pending_token = None, "", ""
+        start = self.projects.index(state.project) if state.project is not None else 0
+        projects = self.project_records()
+        first = True
+        for k in range(start, len(self.projects)):
+            gid = self.projects[k]
+            if state.project != gid:
+                state.project, state.offset, state.pending_token = gid, "", ""
+            for batch in self._project_batches(gid, state, last=k == len(self.projects) - 1):
+                if first:
+                    batch.projects, first = projects, False
+                yield batch
+
+    def census(self) -> Iterator[str]:
+        """Every task gid of the configured projects (ids-only listings), then the hidden subtasks: one
+        subtasks request per parent whose `num_subtasks` exceeds its children seen in the listings."""
+        expected: dict[str, int] = {}
+        listed_children: dict[str, int] = {}
+        for project in self.projects:
+            for page, _ in self._listing_pages(project, None, "", CENSUS_FIELDS):
+                for task in page:
+                    yield task["gid"]
+                    parent = (task.get("parent") or {}).get("gid")
+                    if parent:
+                        listed_children[parent] = listed_children.get(parent, 0) + 1
+                    if (task.get("num_subtasks") or 0) > 0:
+                        expected[task["gid"]] = task["num_subtasks"]
+        hidden = [gid for gid, count in expected.items() if listed_children.get(gid, 0) < count]
+        listed = set(listed_children)  # parents only: the subtasks below are found by walking
+        while hidden:
+            deeper = []
+            for children in self.pool().map(lambda gid: self._subtasks(gid, CENSUS_FIELDS), hidden):
+                for child in children:
+                    if child["gid"] in listed:
+                        continue
+                    yield child["gid"]
+                    if (child.get("num_subtasks") or 0) > 0:
+                        deeper.append(child["gid"])
+            hidden = deeper
+
+    def has_changes(self, cursor: dict[str, Any] | None) -> bool:
+        """One events request per project from its stored sync token: any event, an expired token (412, whose
+        fresh token is kept for the next pull) or an unfinished pull means yes."""
+        state = PullCursor.read(cursor)
+        if not cursor or state.project is not None:
+            return True
+        for project in self.projects:
+            token = state.tokens.get(project)
+            if not token:
+                return True
+            try:
+                body = self._events_page(project, token)
+            except _TokenExpired as expired:
+                self._fresh_tokens[project] = expired.fresh
+                return True
+            if body.get("data"):
+                return True
+        return False
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.client.rest_client.pool_manager.clear()
+        pool = getattr(self.client, "pool", None)
+        if pool is not None:  # the SDK makes a ThreadPool per client for async calls it never gets here
+            pool.close()
+            pool.join()
+            del self.client.pool
+
+    # -- a project's batches ----------------------------------------------------------------------------------
+    def _project_batches(self, project: str, state: PullCursor, last: bool) -> Iterator[Batch]:
+        walk, token, changed = self._project_events(project, state)
+        since = None if walk or state.committed.at is None else state.committed.at - self.overlap
+        keep_all = walk and state.committed.at is None
+        delivered: set[str] = set()
+        if state.offset != LISTING_DONE:
+            for page, next_offset in self._listing_pages(project, since, state.offset, TASK_FIELDS):
+                tasks = [t for t in page if keep_all or t["gid"] in changed or self._fresh(t, state.committed)]
+                if walk:
+                    tasks += self._hidden_subtasks(page, keep_all, state.committed)
+                batch = self._batch(tasks, project, state.high)
+                delivered.update(t["gid"] for t in tasks)
+                state.offset = next_offset or LISTING_DONE
+                state.pending_token = token if walk else ""
+                batch.cursor = state.write()
+                yield batch
+        missing = [gid for gid in changed if gid not in delivered]
+        batch = self._batch(self._tasks_by_gid(missing), project, state.high)
+        state.tokens[project] = token
+        if last:
+            state.committed = state.committed.merged(state.high)
+            state.project, state.offset, state.pending_token, state.high = None, "", "", Watermark()
+        else:
+            state.project = self.projects[self.projects.index(project) + 1]
+            state.offset, state.pending_token = "", ""
+        batch.cursor = state.write()
+        yield batch
+
+    def _project_events(self, project: str, state: PullCursor) -> tuple[bool, str, set[str]]:
+        """(walk the whole project?, the sync token to commit when it is done, gids changed since the stored
+        token). A project walks when it has no usable token (first pull, or expired) or resumes such a walk."""
+        if state.project == project and state.pending_token:
+            return True, state.pending_token, set()
+        stored = state.tokens.get(project)
+        noted = self._fresh_tokens.pop(project, None)  # has_changes found the stored token expired
+        if not stored or noted:
+            return True, noted or self._fresh_token(project), set()
+        changed: set[str] = set()
+        token = stored
+        while True:
+            try:
+                body = self._events_page(project, token)
+            except _TokenExpired as expired:
+                log.info("events token of project %s expired; walking the project", project)
+                return True, expired.fresh, set()
+            changed.update(_changed_gids(body.get("data") or ()))
+            token = body.get("sync") or token
+            if not body.get("has_more"):
+                return False, token, changed
+
+    def _fresh(self, task: dict[str, Any], committed: Watermark) -> bool:
+        return not committed.covers(task["gid"], parse_time(task.get("modified_at")))
+
+    def _hidden_subtasks(self, page: list[dict[str, Any]], keep_all: bool, committed: Watermark,
+                         ) -> list[dict[str, Any]]:
+        """The subtasks below a page's tasks that no project lists (recursively), fresh ones only unless all."""
+        projects = set(self.projects)
+        found: list[dict[str, Any]] = []
+        parents = [t for t in page if (t.get("num_subtasks") or 0) > 0]
+        while parents:
+            deeper = []
+            for children in self.pool().map(lambda t: self._subtasks(t["gid"], TASK_FIELDS), parents):
+                for child in children:
+                    if is_project_member(child, projects):
+                        continue
+                    if keep_all or self._fresh(child, committed):
+                        found.append(child)
+                    if (child.get("num_subtasks") or 0) > 0:
+                        deeper.append(child)
+            parents = deeper
+        return found
+
+    def _batch(self, tasks: list[dict[str, Any]], project: str, high: Watermark) -> Batch:
+        """A batch of tasks with their `_pmsync` context, due-date history (one stories read each), dependencies
+        and assignees; the run's high watermark advances past them."""
+        histories = list(self.pool().map(self._stories, [t["gid"] for t in tasks]))
+        batch = Batch(people=assignees(tasks))
+        for task, stories in zip(tasks, histories):
+            annotate(task, project, self.projects)
+            batch.records.append(task)
+            batch.due_changes.extend(due_changes(task["gid"], stories))
+            batch.links.extend(dependency_links(task))
+            batch.covers_links_of.append(task["gid"])
+            high.advance(task["gid"], parse_time(task.get("modified_at")))
+        return batch
+
+    # -- reads ------------------------------------------------------------------------------------------------
+    def project_records(self) -> list[ProjectRecord]:
+        """The configured projects as Asana names them (one project read each)."""
+        records = []
+        for gid in self.projects:
+            body = self._call(f"reading project {gid}", lambda gid=gid: self.projects_api.get_project(
+                gid, {"opt_fields": "name,permalink_url"}, **self._kw()))
+            data = body.get("data") or {}
+            records.append(ProjectRecord(native_id=gid, name=data.get("name") or gid, url=data.get("permalink_url")))
+        return records
+
+    def _listing_pages(self, project: str, since: datetime | None, offset: str, fields: Iterable[str],
+                       ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+        """`GET /tasks?project=` (modified since `since`, when given) one page at a time from `offset`, with the
+        offset of the next page (None after the last)."""
+        base: dict[str, Any] = {"project": project, "limit": PAGE, "opt_fields": ",".join(fields)}
+        if since is not None:
+            base["modified_since"] = asana_time(since)
+        while True:
+            opts = {**base, **({"offset": offset} if offset else {})}
+            try:
+                body = self._call(f"listing the tasks of project {project}",
+                                  lambda opts=opts: self.tasks_api.get_tasks(dict(opts), **self._kw()))
+            except ConnectionFailed:
+                if not offset:
+                    raise
+                # An offset from an interrupted pull may have expired: read the project again from its start.
+                log.info("offset of project %s refused; listing it again from the start", project)
+                offset = ""
+                continue
+            next_page = body.get("next_page") or {}
+            offset = next_page.get("offset") or ""
+            yield list(body.get("data") or []), offset or None
+            if not offset:
+                return
+
+    def _subtasks(self, gid: str, fields: Iterable[str]) -> list[dict[str, Any]]:
+        """Every subtask of a task (all pages)."""
+        def fetch(opts: dict[str, Any]) -> Any:
+            return self.tasks_api.get_subtasks_for_task(gid, opts, **self._kw())
+        return self._all_pages(f"listing the subtasks of task {gid}", fetch, {"opt_fields": ",".join(fields)})
+
+    def _stories(self, gid: str) -> list[dict[str, Any]]:
+        """Every story of a task with the fields due-date history needs (all pages)."""
+        def fetch(opts: dict[str, Any]) -> Any:
+            return self.stories_api.get_stories_for_task(gid, opts, **self._kw())
+        return self._all_pages(f"reading the stories of task {gid}", fetch, {"opt_fields": ",".join(STORY_FIELDS)})
+
+    def _tasks_by_gid(self, gids: list[str]) -> list[dict[str, Any]]:
+        """Tasks read one by one (those deleted meanwhile are skipped: the census sees them go)."""
+        def read(gid: str) -> dict[str, Any] | None:
+            try:
+                body = self._call(f"reading task {gid}", lambda: self.tasks_api.get_task(
+                    gid, {"opt_fields": ",".join(TASK_FIELDS)}, **self._kw()), missing_ok=True)
+            except _Missing:
+                return None
+            return body.get("data")
+        return [task for task in self.pool().map(read, gids) if task]
+
+    def _all_pages(self, doing: str, fetch: Callable[[dict[str, Any]], Any], base: dict[str, Any],
+                   ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        offset = ""
+        while True:
+            opts = {**base, "limit": PAGE, **({"offset": offset} if offset else {})}
+            body = self._call(doing, lambda opts=opts: fetch(dict(opts)))
+            out.extend(body.get("data") or [])
+            offset = (body.get("next_page") or {}).get("offset") or ""
+            if not offset:
+                return out
+
+    def _fresh_token(self, project: str) -> str:
+        """A new sync token for a project's events (Asana answers 412 with one when none is sent)."""
+        try:
+            body = self._events_page(project, None)
+        except _TokenExpired as expired:
+            return expired.fresh
+        return body.get("sync") or ""
+
+    def _events_page(self, project: str, token: str | None) -> dict[str, Any]:
+        """One `GET /events?resource=<project>&sync=<token>`; raises _TokenExpired on 412."""
+        opts = {"sync": token} if token else {}
+        return self._call(f"reading the events of project {project}",
+                          lambda: self.events_api.get_events(project, dict(opts), **self._kw()), sync_ok=True)
+
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix=f"asana-{self.name}")
+        return self._pool
+
+    @staticmethod
+    def _kw() -> dict[str, Any]:
+        return {"full_payload": True, "_return_http_data_only": True, "_request_timeout": TIMEOUT_S}
+
+    # -- the wire ---------------------------------------------------------------------------------------------
+    def _call(self, doing: str, send: Callable[[], Any], *, sync_ok: bool = False, missing_ok: bool = False,
+              ) -> dict[str, Any]:
+        """One SDK call with the shared retry policy: 429 and 5xx (Retry-After honoured), dropped connections and
+        unreadable bodies are retried; every attempt is counted. Failures become one ConnectionFailed sentence."""
+        policy = self.policy
+        for attempt in range(policy.max_attempts):
+            last = attempt == policy.max_attempts - 1
+            self.stats.add(requests=1)
+            try:
+                body = send()
+            except ApiException as exc:
+                status = exc.status or 0
+                if status in policy.retry_statuses and not last:
+                    self.stats.add(throttled=1) if status == 429 else self.stats.add(server_errors=1)
+                    retry_after = parse_retry_after((exc.headers or {}).get("Retry-After"))
+                    self._wait(attempt, retry_after, f"{status} during {doing}")
+                    continue
+                if status == 412 and sync_ok:
+                    raise _TokenExpired(_sync_of(exc.body)) from None
+                if status == 404 and missing_ok:
+                    raise _Missing() from None
+                raise self._failure(status, exc, doing) from None
+            except urllib3.exceptions.HTTPError as exc:
+                self.stats.add(connection_errors=1)
+                if last:
+                    raise ConnectionFailed(
+                        f"Asana at {self.base_url} could not be reached ({type(exc).__name__}) during {doing}; "
+                        "check base_url and the network.") from None
+                self._wait(attempt, None, f"{type(exc).__name__} during {doing}")
+                continue
+            if not isinstance(body, dict):  # the SDK hands back the raw text of a body that is not JSON
+                self.stats.add(bad_bodies=1)
+                if last:
+                    raise ConnectionFailed(f"Asana at {self.base_url} kept answering {doing} with unreadable "
+                                           "JSON; try again later.")
+                self._wait(attempt, None, f"unreadable JSON during {doing}")
+                continue
+            return body
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _wait(self, attempt: int, retry_after: float | None, why: str) -> None:
+        delay = backoff_delay(attempt, self.policy, retry_after)
+        self.stats.add(retries=1, waited_s=delay)
+        log.info("retrying after %.2fs: %s", delay, why)
+        self.sleep(delay)
+
+    def _failure(self, status: int, exc: ApiException, doing: str) -> ConnectionFailed:
+        if status == 0:
+            return ConnectionFailed(
+                f"Asana at {self.base_url} failed TLS verification; set ca_bundle to your CA's PEM file, "
+                "or check base_url.")
+        if status == 401:
+            return ConnectionFailed(
+                f"Asana at {self.base_url} refused the token of connection {self.name}; check auth.token "
+                "(a personal access token).")
+        if status in (402, 403):
+            return ConnectionFailed(f"Asana at {self.base_url} denied {doing} (HTTP {status}); give the token's "
+                                    "user access to the configured projects.")
+        detail = _messages(exc.body)
+        if status in (400, 404):
+            return ConnectionFailed(f"Asana at {self.base_url} rejected {doing}: {detail or f'HTTP {status}'}; "
+                                    "check the connection's projects.")
+        return ConnectionFailed(f"Asana at {self.base_url} answered HTTP {status} to {doing} after "
+                                f"{self.policy.max_attempts} attempts; try again later.")
+
+
+class _TokenExpired(Exception):
+    def __init__(self, fresh: str) -> None:
+        super().__init__("sync token expired")
+        self.fresh = fresh
+
+
+class _Missing(Exception):
+    pass
+
+
+def _changed_gids(events: Iterable[dict[str, Any]]) -> set[str]:
+    """Tasks an events page says were added or changed (a story's event names its task as parent)."""
+    gids = set()
+    for event in events:
+        resource = event.get("resource") or {}
+        if event.get("action") == "deleted" and resource.get("resource_type") == "task":
+            continue
+        if resource.get("resource_type") == "task" and resource.get("gid"):
+            gids.add(str(resource["gid"]))
+        elif resource.get("resource_type") == "story":
+            parent = event.get("parent") or {}
+            if parent.get("resource_type") == "task" and parent.get("gid"):
+                gids.add(str(parent["gid"]))
+    return gids
+
+
+def _body(raw: Any) -> Any:
+    try:
+        return orjson.loads(raw) if raw else None
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+
+
+def _sync_of(raw: Any) -> str:
+    body = _body(raw)
+    return str(body.get("sync") or "") if isinstance(body, dict) else ""
+
+
+def _messages(raw: Any) -> str:
+    """Asana's own error messages (they name fields and values, never the token)."""
+    body = _body(raw)
+    if not isinstance(body, dict):
+        return ""
+    return " ".join(str(e.get("message")) for e in body.get("errors") or () if isinstance(e, dict)).rstrip(".")

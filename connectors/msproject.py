@@ -1,0 +1,401 @@
+"""MS Project files (.mpp and MS Project XML) read with MPXJ, from OneDrive/SharePoint through `msgraph-sdk` or from
+local paths.
+
+A configured file is `drive:{drive_id}/items/{item_id}` (the item's metadata is read first, one request, and its
+content downloaded only when its eTag differs from the cursor's: the SDK follows `/content`'s 302 to the
+pre-authenticated download URL, two requests) or `file:/abs/path` (read again only when its modification time or
+size changed). UniversalProjectReader tells .mpp from MSPDI XML by content.
+
+A raw record is one task of a file, as a plain dict built from MPXJ's Task (the project summary row, UID 0, is the
+file itself and is left out):
+
+    uid, id (row number), name, outline_level, outline_number, wbs, summary, milestone, percent_complete,
+    start, finish, baseline_finish, actual_start, actual_finish, created   -- local wall times, ISO 8601
+                                                                           -- without a zone, as the file has them
+    start_date, finish_date, baseline_finish_date                          -- the calendar days MS Project shows
+    parent_uid (None at the top level), notes,
+    resources: [{name, email}] of the task's assignments,
+    predecessors: [{uid, type (FS/SS/FF/SF), lag_days}],
+    _pmsync: {native_id, parent_native_id, project_native_id, progress, assignee_name, assignee_email}
+
+The native id is `{item_id}:{uid}` for drive files and `{file stem}:{uid}` for local files; the file is the
+project. Predecessors become native Links; a baseline finish (Baseline 0) other than the current finish becomes a
+DueChange from the baseline to the finish at the file's last modification, so that "baseline = original" means the
+plan's baseline. Records are dated by calendar day (`*_date`) because MS Project's times carry no zone.
+
+The cursor is {file reference: JSON of {"version": eTag or "mtime_ns:size", "uids": "1-40,42"}}; the uids let the
+census name the tasks of unchanged files without reading them again. Costs per pull: one metadata request per
+drive file, plus two per changed drive file; none for local files.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord
+from connectors.graph import GraphSession
+from connectors.http import RequestStats
+from pmsync.config import MsProjectConnection, ProjectFile
+from pmsync.errors import ConnectionFailed
+
+log = logging.getLogger("pmsync.connectors.msproject")
+
+TOOL_LABEL = "MS Project files"
+BATCH_SIZE = 1000
+LINK_KINDS = {"FS": "finish_to_start", "SS": "start_to_start", "FF": "finish_to_finish", "SF": "start_to_finish"}
+_JVM_LOCK = threading.Lock()
+
+
+# -- MPXJ -----------------------------------------------------------------------------------------------------
+
+def start_jvm() -> None:
+    """Start the JVM once per process with MPXJ's jars on the class path (idempotent, thread-safe).
+
+    Importing the `mpxj` package adds its jars to JPype's class path; a JVM started earlier by someone else
+    without them cannot load MPXJ, which is reported as one sentence.
+    """
+    with _JVM_LOCK:
+        import jpype
+        import mpxj  # noqa: F401 - the import puts the MPXJ jars on the class path
+
+        if not jpype.isJVMStarted():
+            try:
+                jpype.startJVM("-Dlog4j2.loggerContextFactory=org.apache.logging.log4j.simple.SimpleLoggerContextFactory",
+                               convertStrings=True)
+            except (OSError, RuntimeError) as exc:
+                raise ConnectionFailed(f"MS Project files need a Java runtime for MPXJ, and none started ({exc}); "
+                                       "install Java 11 or later.") from None
+        try:
+            jpype.JClass("org.mpxj.reader.UniversalProjectReader")
+        except TypeError:
+            raise ConnectionFailed("MS Project files: the JVM was started without MPXJ's jars; import mpxj before "
+                                   "starting the JVM.") from None
+
+
+def read_project(content: bytes) -> Any:
+    """MPXJ's ProjectFile for the bytes of an .mpp or MSPDI file; ValueError when MPXJ cannot read them."""
+    start_jvm()
+    import jpype
+
+    reader = jpype.JClass("org.mpxj.reader.UniversalProjectReader")()
+    stream = jpype.JClass("java.io.ByteArrayInputStream")(jpype.JArray(jpype.JByte)(content))
+    try:
+        project = reader.read(stream)
+    except jpype.JException as exc:
+        raise ValueError(f"MPXJ could not read the file: {exc.getMessage()}") from None
+    if project is None:
+        raise ValueError("MPXJ does not recognise the file's format")
+    return project
+
+
+def _iso(value: Any) -> str | None:
+    """A java.time.LocalDateTime as `YYYY-MM-DDTHH:MM:SS` (no zone, as the file has it)."""
+    if value is None:
+        return None
+    return f"{value.toLocalDate()}T{int(value.getHour()):02d}:{int(value.getMinute()):02d}:{int(value.getSecond()):02d}"
+
+
+def _day(value: Any) -> str | None:
+    return None if value is None else str(value.toLocalDate())
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else (str(value) or None)
+
+
+def progress_of(percent: float | None) -> str:
+    """notStarted, inProgress or completed from percent complete."""
+    if not percent:
+        return "notStarted"
+    return "completed" if percent >= 100 else "inProgress"
+
+
+def lag_days(relation: Any, properties: Any) -> float:
+    """A predecessor link's lag in (working) days, whatever unit the file stores it in."""
+    lag = relation.getLag()
+    if lag is None:
+        return 0.0
+    days = lag.convertUnits(_time_unit("DAYS"), properties)
+    return round(float(days.getDuration()), 4)
+
+
+def _time_unit(name: str) -> Any:
+    import jpype
+
+    return getattr(jpype.JClass("org.mpxj.TimeUnit"), name)
+
+
+def task_record(task: Any, properties: Any, prefix: str) -> dict[str, Any]:
+    """One MPXJ Task as the plain dict documented in the module docstring (prefix: item id or file stem)."""
+    uid = int(task.getUniqueID())
+    parent = task.getParentTask()
+    parent_uid = int(parent.getUniqueID()) if parent is not None else None
+    if parent_uid == 0:  # the project summary row: the task is at the top level
+        parent_uid = None
+    percent = task.getPercentageComplete()
+    percent = float(percent.doubleValue()) if percent is not None else None
+    resources = []
+    for assignment in task.getResourceAssignments():
+        resource = assignment.getResource()
+        if resource is not None:
+            resources.append({"name": _text(resource.getName()), "email": _text(resource.getEmailAddress())})
+    predecessors = [
+        {"uid": int(r.getPredecessorTask().getUniqueID()), "type": str(r.getType()), "lag_days": lag_days(r, properties)}
+        for r in task.getPredecessors() if r.getPredecessorTask() is not None
+    ]
+    first = resources[0] if resources else {}
+    return {
+        "uid": uid,
+        "id": int(task.getID()) if task.getID() is not None else None,
+        "name": _text(task.getName()),
+        "outline_level": int(task.getOutlineLevel()) if task.getOutlineLevel() is not None else None,
+        "outline_number": _text(task.getOutlineNumber()),
+        "wbs": _text(task.getWBS()),
+        "summary": bool(task.getSummary()),
+        "milestone": bool(task.getMilestone()),
+        "percent_complete": percent,
+        "start": _iso(task.getStart()),
+        "finish": _iso(task.getFinish()),
+        "baseline_finish": _iso(task.getBaselineFinish()),
+        "actual_start": _iso(task.getActualStart()),
+        "actual_finish": _iso(task.getActualFinish()),
+        "created": _iso(task.getCreateDate()),
+        "start_date": _day(task.getStart()),
+        "finish_date": _day(task.getFinish()),
+        "baseline_finish_date": _day(task.getBaselineFinish()),
+        "parent_uid": parent_uid,
+        "notes": _text(task.getNotes()),
+        "resources": resources,
+        "predecessors": predecessors,
+        "_pmsync": {
+            "native_id": f"{prefix}:{uid}",
+            "parent_native_id": f"{prefix}:{parent_uid}" if parent_uid is not None else None,
+            "project_native_id": prefix,
+            "progress": progress_of(percent),
+            "assignee_name": first.get("name"),
+            "assignee_email": first.get("email"),
+        },
+    }
+
+
+def project_records(project: Any, prefix: str) -> list[dict[str, Any]]:
+    """Every real task of an MPXJ project as a raw record, in the file's row order (UID 0 and blank rows left out)."""
+    properties = project.getProjectProperties()
+    return [task_record(task, properties, prefix) for task in project.getTasks()
+            if task.getUniqueID() is not None and int(task.getUniqueID()) != 0 and not task.getNull()]
+
+
+def project_title(project: Any, fallback: str) -> str:
+    properties = project.getProjectProperties()
+    return _text(properties.getProjectTitle()) or fallback
+
+
+# -- what records imply ---------------------------------------------------------------------------------------
+
+def links_of(records: Iterable[dict[str, Any]], prefix: str) -> list[Link]:
+    """The records' predecessors as native links, with their type and lag."""
+    return [
+        Link(successor_native_id=r["_pmsync"]["native_id"], predecessor_native_id=f"{prefix}:{p['uid']}",
+             kind=LINK_KINDS.get(p["type"], "finish_to_start"), lag_days=float(p["lag_days"]))
+        for r in records for p in r["predecessors"]
+    ]
+
+
+def baseline_changes(records: Iterable[dict[str, Any]], changed_at: datetime) -> list[DueChange]:
+    """A due change from baseline finish to finish for every task whose finish moved off its baseline."""
+    changes = []
+    for r in records:
+        baseline, finish = r["baseline_finish_date"], r["finish_date"]
+        if baseline and finish and baseline != finish:
+            changes.append(DueChange(native_id=r["_pmsync"]["native_id"], changed_at=changed_at,
+                                     old_due=datetime.fromisoformat(baseline).date(),
+                                     new_due=datetime.fromisoformat(finish).date()))
+    return changes
+
+
+def people_of(records: Iterable[dict[str, Any]]) -> list[PersonRecord]:
+    """The resources assigned to the records, keyed by email where the file gives one, else by name."""
+    people: dict[str, PersonRecord] = {}
+    for r in records:
+        for resource in r["resources"]:
+            key = resource["email"] or resource["name"]
+            if key:
+                people[key] = PersonRecord(native_id=key, display_name=resource["name"], email=resource["email"])
+    return list(people.values())
+
+
+def uid_ranges(uids: Iterable[int]) -> str:
+    """Sorted uids as compact ranges: `1-40,42`."""
+    parts: list[str] = []
+    ordered = sorted(set(uids))
+    k = 0
+    while k < len(ordered):
+        end = k
+        while end + 1 < len(ordered) and ordered[end + 1] == ordered[end] + 1:
+            end += 1
+        parts.append(str(ordered[k]) if end == k else f"{ordered[k]}-{ordered[end]}")
+        k = end + 1
+    return ",".join(parts)
+
+
+def parse_ranges(text: str) -> list[int]:
+    out: list[int] = []
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        out.extend(range(int(low), int(high or low) + 1))
+    return out
+
+
+@dataclass
+class FileVersion:
+    """What is known of one file without reading its tasks: its identity, version and modification time."""
+
+    ref: str
+    prefix: str
+    name: str
+    version: str
+    modified: datetime
+    url: str | None = None
+
+
+# -- the connector --------------------------------------------------------------------------------------------
+
+class MsProjectConnector(Connector):
+    """The configured MS Project files (drive items and local paths)."""
+
+    tool = "msproject"
+
+    def __init__(self, name: str, files: list[ProjectFile], session: GraphSession | None = None,
+                 stats: RequestStats | None = None) -> None:
+        super().__init__(name)
+        self.files = list(files)
+        self.session = session
+        self.stats = session.stats if session is not None else (stats or self.stats)
+        self._census: set[str] | None = None
+
+    @classmethod
+    def from_config(cls, conn: MsProjectConnection) -> MsProjectConnector:
+        """The connector for a configured MS Project connection (no request is made until it is used)."""
+        stats = RequestStats()
+        session = GraphSession.from_config(TOOL_LABEL, conn, stats) if conn.auth is not None else None
+        return cls(conn.name, conn.files, session, stats)
+
+    # -- the Connector interface ------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Read each file's metadata (drive items) or stat it (local paths)."""
+        for f in self.files:
+            self.version_of(f)
+
+    def pull(self, cursor: dict[str, str] | None) -> Iterator[Batch]:
+        """Batches of the tasks of every file changed since `cursor` (all when None), one file after another; the
+        last batch of a file carries the file as a project and the cursor that marks it read."""
+        committed = dict(cursor or {})
+        census: set[str] = set()
+        for f in self.files:
+            version = self.version_of(f)
+            known = _cursor_entry(committed.get(version.ref))
+            if known and known.get("version") == version.version:
+                census.update(f"{version.prefix}:{uid}" for uid in parse_ranges(known.get("uids", "")))
+                continue
+            project = self._read(f, version)
+            records = project_records(project, version.prefix)
+            title = project_title(project, Path(version.name).stem)
+            census.update(r["_pmsync"]["native_id"] for r in records)
+            committed[version.ref] = orjson.dumps(
+                {"version": version.version, "uids": uid_ranges(r["uid"] for r in records)}).decode()
+            yield from self._file_batches(version, title, records, dict(committed))
+        self._census = census
+
+    def census(self) -> Iterator[str]:
+        """Every task of the files: known from this connector's last pull, else read from every file now."""
+        if self._census is None:
+            list(self.pull(None))
+        yield from sorted(self._census or ())
+
+    def has_changes(self, cursor: dict[str, str] | None) -> bool:
+        """One metadata request per drive file, a stat per local file: True when any version differs."""
+        if not cursor:
+            return True
+        for f in self.files:
+            version = self.version_of(f)
+            if (_cursor_entry(cursor.get(version.ref)) or {}).get("version") != version.version:
+                return True
+        return False
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+    # -- pieces -----------------------------------------------------------------------------------------------
+    def version_of(self, f: ProjectFile) -> FileVersion:
+        """A file's identity and version: the drive item's eTag (one request), or a local file's mtime and size."""
+        if f.kind == "file":
+            assert f.path is not None
+            try:
+                stat = f.path.stat()
+            except OSError as exc:
+                raise ConnectionFailed(f"MS Project file {f.path} cannot be read ({exc.strerror}); check the "
+                                       "connection's files.") from None
+            return FileVersion(ref=str(f), prefix=f.path.stem, name=f.path.name,
+                               version=f"{stat.st_mtime_ns}:{stat.st_size}",
+                               modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC), url=f.path.as_uri())
+        item = self.session_().get_json(self._item(f), f"reading drive item {f.item_id}")
+        modified = item.get("lastModifiedDateTime") or item.get("createdDateTime")
+        return FileVersion(ref=str(f), prefix=str(f.item_id), name=item.get("name") or str(f.item_id),
+                           version=str(item.get("eTag") or item.get("cTag") or modified),
+                           modified=datetime.fromisoformat(modified.replace("Z", "+00:00")), url=item.get("webUrl"))
+
+    def _read(self, f: ProjectFile, version: FileVersion) -> Any:
+        if f.kind == "file":
+            assert f.path is not None
+            content = f.path.read_bytes()
+        else:
+            content = self.session_().get_bytes(self._item(f).content, f"downloading drive item {f.item_id}")
+        try:
+            return read_project(content)
+        except ValueError as exc:
+            raise ConnectionFailed(f"MS Project file {version.name} ({f}) is not a project MPXJ can read: "
+                                   f"{exc}; check that it is an .mpp or MS Project XML file.") from None
+
+    def _file_batches(self, version: FileVersion, title: str, records: list[dict[str, Any]],
+                      cursor: dict[str, str]) -> Iterator[Batch]:
+        """A file's records in batches of BATCH_SIZE; only the last carries the cursor (a crash re-reads the file)."""
+        project = ProjectRecord(native_id=version.prefix, name=title, url=version.url)
+        chunks = [records[k:k + BATCH_SIZE] for k in range(0, len(records), BATCH_SIZE)] or [[]]
+        for n, chunk in enumerate(chunks):
+            last = n == len(chunks) - 1
+            yield Batch(
+                records=chunk,
+                projects=[project] if n == 0 else [],
+                due_changes=baseline_changes(chunk, version.modified),
+                links=links_of(chunk, version.prefix),
+                covers_links_of=[r["_pmsync"]["native_id"] for r in chunk],
+                people=people_of(chunk),
+                cursor=cursor if last else None,
+            )
+
+    def _item(self, f: ProjectFile) -> Any:
+        return self.session_().client.drives.by_drive_id(str(f.drive_id)).items.by_drive_item_id(str(f.item_id))
+
+    def session_(self) -> GraphSession:
+        if self.session is None:
+            raise ConnectionFailed(f"{self.name}: drive files need Microsoft Graph credentials; add auth to the "
+                                   "connection.")
+        return self.session
+
+
+def _cursor_entry(value: str | None) -> dict[str, str] | None:
+    if not value:
+        return None
+    try:
+        entry = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return entry if isinstance(entry, dict) else None

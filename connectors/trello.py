@@ -1,0 +1,585 @@
+"""Trello through py-trello: the cards of configured boards (archived ones too), due-date history from actions.
+
+py-trello builds URLs on a fixed base (`https://api.trello.com/1`) and sends every request through the session
+it is given; that session carries the shared `RetryingAdapter` (which also points the fixed base at the
+configured `base_url`), TLS settings, a timeout and a pacer that keeps the connection under Trello's per-token
+budget (100 requests / 10 s, answered with 429s that carry no Retry-After). Raw JSON is read with the SDK's
+`fetch_json`, so records stay as Trello sent them; the connector adds only a `_pmsync` key with what a card
+lacks (its list's name, assignee's name, custom fields by name, label names, creation and completion times).
+
+A board is pulled whole by walking its actions (newest first, paged with `before`) for due-date history,
+completion moves and the newest action id, then listing its cards (`filter=all`, 1000 per page, paged with
+`before`). The cursor is `{board id: newest action id}`, written once a board's last page is committed. An
+incremental pull asks each board for the actions since its cursor and re-reads only the cards they touched,
+each with its own action history nested (`/cards/{id}?actions=...`), so the due-date history a batch carries is
+always complete. Deleted cards are found by the census.
+
+Costs: full pull = per board 1 (lists, members, custom fields) + action pages + card pages, plus `members/me`.
+Incremental pull = per board 1 actions request, then for boards with changes 1 board request + 1 per touched
+card, plus `members/me`.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import requests
+from trello import TrelloClient
+from trello.exceptions import ResourceUnavailable, Unauthorized
+
+from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord
+from connectors.http import RetryPolicy, mount_retrying
+from mappings.mapping import load_mapping
+from pmsync.config import TrelloConnection
+from pmsync.errors import ConnectionFailed
+from mappings.urls import URL_PATTERNS
+
+log = logging.getLogger("pmsync.connectors.trello")
+
+TRELLO_API = "https://api.trello.com/1"
+PAGE = 1000  # Trello's largest page of cards or actions
+NESTED_ACTIONS = 1000  # the most actions a card read nests
+CARD_WORKERS = 4
+REPULL_AT = 250  # touched cards on one board from which re-listing the whole board is cheaper than reading each
+TIMEOUT_S = 60.0
+TOKEN_BUDGET = (90, 10.0)  # requests per seconds: under Trello's 100 / 10 s per token, leaving room for others
+NO_ACTION = "0" * 24  # a cursor for a board with no actions yet: every action id is after it
+# Actions that change what pmsync reads of a card; an incremental pull re-reads the cards they touch.
+WATCHED_ACTIONS = (
+    "createCard,updateCard,deleteCard,copyCard,moveCardToBoard,moveCardFromBoard,convertToCardFromCheckItem,"
+    "addAttachmentToCard,deleteAttachmentFromCard,addMemberToCard,removeMemberFromCard,addLabelToCard,"
+    "removeLabelFromCard,updateCustomFieldItem"
+)
+# The actions a card's own history needs: due changes, list moves, completions.
+HISTORY_ACTIONS = "createCard,updateCard,copyCard,moveCardToBoard,convertToCardFromCheckItem"
+CARD_ARRIVALS = frozenset({"createCard", "copyCard", "moveCardToBoard", "convertToCardFromCheckItem"})
+ACTION_FIELDS = "id,type,date,data"
+BOARD_PARAMS = {
+    "fields": "id,name,url,shortUrl,shortLink,closed", "lists": "all", "list_fields": "id,name,closed",
+    "customFields": "true", "members": "all", "member_fields": "id,fullName,username",
+}
+CARD_EXTRAS = {"customFieldItems": "true", "attachments": "true"}
+TRELLO_CARD_URL = re.compile(r"trello\.com/c/(?P<short>[A-Za-z0-9]{8})")
+OTHER_TOOL_URLS = [re.compile(pattern) for tool, _, pattern in URL_PATTERNS if tool != "trello"]
+
+
+# -- pure helpers ---------------------------------------------------------------------------------------------
+
+def parse_time(text: str) -> datetime:
+    """A Trello timestamp (`2017-12-12T17:00:00.000Z`) as an aware UTC datetime."""
+    return datetime.fromisoformat(text)
+
+
+def iso(moment: datetime) -> str:
+    """An instant as Trello writes them (millis, `Z`)."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def created_at(object_id: str) -> str | None:
+    """When a Trello object was created: the Unix seconds in its id's first 8 hex digits."""
+    try:
+        return iso(datetime.fromtimestamp(int(object_id[:8], 16), tz=UTC))
+    except (ValueError, TypeError):
+        return None
+
+
+def local_day(value: Any, zone: ZoneInfo) -> date | None:
+    """A due/start value (a date or an instant) as the day it falls on in `zone`; None when empty or unreadable."""
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value)
+        return parse_time(value).astimezone(zone).date()
+    except ValueError:
+        return None
+
+
+def card_of(action: dict[str, Any]) -> str | None:
+    """The id of the card an action is about."""
+    card = (action.get("data") or {}).get("card") or {}
+    return card.get("id")
+
+
+@dataclass
+class CardHistory:
+    """What actions say about cards, read oldest first: due changes, when each entered its current list, and when
+    its due date was marked complete."""
+
+    zone: ZoneInfo
+    due_changes: dict[str, list[DueChange]] = field(default_factory=dict)
+    entered_list: dict[str, tuple[str, str]] = field(default_factory=dict)  # card -> (list id, when)
+    due_completed: dict[str, str | None] = field(default_factory=dict)
+
+    def read(self, actions: Iterable[dict[str, Any]]) -> None:
+        """Take in actions, oldest first."""
+        for action in actions:
+            card_id = card_of(action)
+            if not card_id:
+                continue
+            data = action.get("data") or {}
+            old = data.get("old") or {}
+            card = data.get("card") or {}
+            when = action.get("date")
+            if action.get("type") == "updateCard" and "due" in old:
+                self.due_changes.setdefault(card_id, []).append(DueChange(
+                    native_id=card_id, changed_at=parse_time(when),
+                    old_due=local_day(old.get("due"), self.zone), new_due=local_day(card.get("due"), self.zone),
+                ))
+            if action.get("type") == "updateCard" and "dueComplete" in old:
+                self.due_completed[card_id] = when if card.get("dueComplete") else None
+            list_id = (data.get("listAfter") or {}).get("id") if "idList" in old else None
+            if action.get("type") in CARD_ARRIVALS:
+                list_id = (data.get("list") or {}).get("id")
+            if list_id and when:
+                self.entered_list[card_id] = (list_id, when)
+
+    def completed_at(self, card: dict[str, Any], done: bool) -> str | None:
+        """When a card was completed: the action that put it in its (done) list or marked its due complete, else
+        its last activity; None when it is not done."""
+        card_id = card.get("id")
+        entered = self.entered_list.get(card_id)
+        if done and entered and entered[0] == card.get("idList"):
+            return entered[1]
+        if card.get("dueComplete") is True and self.due_completed.get(card_id):
+            return self.due_completed[card_id]
+        if done or card.get("dueComplete") is True:
+            return card.get("dateLastActivity")
+        return None
+
+
+@dataclass
+class BoardFurniture:
+    """A board's name, lists, members and custom fields: what its cards refer to by id."""
+
+    board: dict[str, Any]
+    lists: dict[str, str]
+    members: dict[str, str | None]
+    fields: dict[str, dict[str, Any]]
+
+    @classmethod
+    def from_json(cls, board: dict[str, Any]) -> BoardFurniture:
+        return cls(
+            board=board,
+            lists={item["id"]: item.get("name") for item in board.get("lists") or ()},
+            members={item["id"]: item.get("fullName") for item in board.get("members") or ()},
+            fields={item["id"]: item for item in board.get("customFields") or ()},
+        )
+
+    def project(self) -> ProjectRecord:
+        return ProjectRecord(native_id=self.board["id"], name=self.board.get("name") or self.board["id"],
+                             url=self.board.get("url") or self.board.get("shortUrl"))
+
+    def custom_values(self, items: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        """A card's custom-field items by field name, typed (Trello stores every value as a string)."""
+        values: dict[str, Any] = {}
+        for item in items or ():
+            definition = self.fields.get(item.get("idCustomField"))
+            if definition is None:
+                continue
+            values[definition.get("name") or definition["id"]] = field_value(definition, item)
+        return values
+
+
+def field_value(definition: dict[str, Any], item: dict[str, Any]) -> Any:
+    """One custom-field item's value as its type says: numbers as numbers, checkboxes as booleans, list options
+    as their text; a value that does not read as its type is kept as Trello sent it (the mapping quarantines)."""
+    if definition.get("type") == "list":
+        options = {o.get("id"): (o.get("value") or {}).get("text") for o in definition.get("options") or ()}
+        return options.get(item.get("idValue"))
+    value = item.get("value") or {}
+    if "number" in value:
+        try:
+            return float(value["number"])
+        except (TypeError, ValueError):
+            return value["number"]
+    if "checked" in value:
+        return str(value["checked"]).lower() == "true"
+    return value.get("text", value.get("date"))
+
+
+def enrich(card: dict[str, Any], furniture: BoardFurniture, history: CardHistory, done_lists: set[str]) -> None:
+    """Add `_pmsync` to a card in place: what the mapping needs that the card names only by id."""
+    members = card.get("idMembers") or []
+    list_name = furniture.lists.get(card.get("idList"))
+    card["_pmsync"] = {
+        "list_name": list_name,
+        "assignee_id": members[0] if members else None,
+        "assignee": furniture.members.get(members[0]) if members else None,
+        "labels": [label.get("name") or label.get("color") for label in card.get("labels") or ()],
+        "custom_fields": furniture.custom_values(card.get("customFieldItems") or ()),
+        "created_at": created_at(str(card.get("id", ""))),
+        "completed_at": history.completed_at(card, list_name in done_lists),
+    }
+
+
+def attachment_links(card: dict[str, Any], resolve: Callable[[str], str | None]) -> list[Link]:
+    """The card's predecessors named by URL attachments: a Trello card of a configured board (native, by id,
+    through `resolve(shortLink)`), or a task of another tool (by URL, resolved later). Other URLs are documents,
+    not dependencies."""
+    links: dict[tuple[str | None, str | None], Link] = {}
+    successor = card["id"]
+    for attachment in card.get("attachments") or ():
+        url = attachment.get("url") or ""
+        trello = TRELLO_CARD_URL.search(url)
+        if trello:
+            target = resolve(trello["short"])
+            if target == successor:
+                continue
+            link = (Link(successor_native_id=successor, predecessor_native_id=target) if target
+                    else Link(successor_native_id=successor, predecessor_url=url, origin="remote_link"))
+        elif any(pattern.search(url) for pattern in OTHER_TOOL_URLS):
+            link = Link(successor_native_id=successor, predecessor_url=url, origin="remote_link")
+        else:
+            continue
+        links[(link.predecessor_native_id, link.predecessor_url)] = link
+    return list(links.values())
+
+
+def people(furniture: BoardFurniture, me: dict[str, Any] | None) -> list[PersonRecord]:
+    """The board's members. Trello shows an email only to its owner, so only the token's owner carries one (and
+    is unified with the same person in other tools); the others are known by member id within the connection."""
+    out = []
+    for member_id, name in furniture.members.items():
+        email = me.get("email") if me and me.get("id") == member_id else None
+        out.append(PersonRecord(native_id=member_id, display_name=name, email=email))
+    return out
+
+
+class Pacer:
+    """Client-side pacing: at most `limit` requests in any `window_s` seconds (sleeping until one may go)."""
+
+    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.limit = max(1, limit)
+        self.window_s = window_s
+        self.clock = clock
+        self.sleep = sleep
+        self.sent: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_rate(cls, requests_per_second: float | None) -> Pacer:
+        """Evenly spaced requests at the configured rate, else Trello's per-token budget with some headroom."""
+        if requests_per_second:
+            return cls(1, 1.0 / requests_per_second)
+        return cls(*TOKEN_BUDGET)
+
+    def wait(self) -> None:
+        with self._lock:
+            now = self.clock()
+            while self.sent and now - self.sent[0] >= self.window_s:
+                self.sent.popleft()
+            if len(self.sent) >= self.limit:
+                self.sleep(self.sent[0] + self.window_s - now)
+                self.sent.popleft()
+                now = self.clock()
+            self.sent.append(now)
+
+
+class TrelloSession(requests.Session):
+    """The session py-trello sends through: a timeout on every request, and pacing before each."""
+
+    def __init__(self, pacer: Pacer, verify: bool | str = True) -> None:
+        super().__init__()
+        self.pacer = pacer
+        self.verify = verify
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", TIMEOUT_S)
+        self.pacer.wait()
+        return super().request(method, url, *args, **kwargs)
+
+
+# -- the connector --------------------------------------------------------------------------------------------
+
+class TrelloConnector(Connector):
+    """The configured boards of one Trello account."""
+
+    tool = "trello"
+
+    def __init__(
+        self,
+        name: str,
+        key: str,
+        token: str,
+        boards: list[str],
+        *,
+        base_url: str = TRELLO_API,
+        verify: bool | str = True,
+        policy: RetryPolicy | None = None,
+        requests_per_second: float | None = None,
+        timezone_name: str = "UTC",
+        page_size: int = PAGE,
+    ) -> None:
+        super().__init__(name)
+        self.base_url = base_url.rstrip("/")
+        self.boards = list(boards)
+        self.page_size = page_size
+        self.zone = ZoneInfo(timezone_name)
+        self.policy = policy or RetryPolicy()
+        self.session = TrelloSession(Pacer.for_rate(requests_per_second), verify)
+        mount_retrying(self.session, self.policy, self.stats, rewrite=(TRELLO_API, self.base_url))
+        self.client = TrelloClient(key, api_secret=token, http_service=self.session)
+        status = load_mapping("trello").status_category
+        self.done_lists = {name for name, category in status.map.items() if category == "done"}
+        self._me: dict[str, Any] | None = None
+        self._short_links: dict[str, str | None] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def from_config(cls, conn: TrelloConnection, timezone_name: str = "UTC") -> TrelloConnector:
+        """The connector for a configured Trello connection (no request is made until it is used); due dates
+        are read as days in `timezone_name`, the configuration's zone."""
+        limits = conn.rate_limit
+        defaults = RetryPolicy()
+        policy = RetryPolicy(
+            max_attempts=(limits.max_retries + 1) if limits.max_retries is not None else defaults.max_attempts,
+            max_delay_s=limits.max_wait_seconds or defaults.max_delay_s,
+        )
+        return cls(
+            conn.name, conn.auth.key.get_secret_value(), conn.auth.token.get_secret_value(), conn.boards,
+            base_url=conn.api_url, verify=conn.tls_verify, policy=policy,
+            requests_per_second=limits.requests_per_second, timezone_name=timezone_name,
+        )
+
+    # -- the Connector interface ------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Read the token's owner: proves the URL, the key and the token."""
+        self.me()
+
+    def pull(self, cursor: dict[str, str] | None) -> Iterator[Batch]:
+        """Batches of cards changed since `cursor` (every card of every board when None), board by board; a
+        board missing from the cursor is pulled whole."""
+        position = dict(cursor or {})
+        for board_id in self.boards:
+            if board_id in position:
+                yield from self._board_changes(board_id, position)
+            else:
+                yield from self._whole_board(board_id, position)
+
+    def census(self) -> Iterator[str]:
+        """Every card id of the configured boards, archived ones included (1000 ids per request)."""
+        for board_id in self.boards:
+            for page in self._pages(f"boards/{board_id}/cards/all", {"fields": "id"}, f"listing board {board_id}"):
+                for card in page:
+                    yield card["id"]
+
+    def has_changes(self, cursor: dict[str, str] | None) -> bool:
+        """True when any board has an action after its cursor (one request per board), or is not in it."""
+        if not cursor:
+            return True
+        for board_id in self.boards:
+            if board_id not in cursor:
+                return True
+            newest = self._get(f"boards/{board_id}/actions", {
+                "filter": WATCHED_ACTIONS, "since": cursor[board_id], "limit": 1, "fields": "id",
+                "memberCreator": "false"}, f"probing board {board_id} for changes")
+            if newest:
+                return True
+        return False
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.session.close()
+
+    # -- whole boards -------------------------------------------------------------------------------------------
+    def _whole_board(self, board_id: str, position: dict[str, str]) -> Iterator[Batch]:
+        """A board's cards page by page; its history is read first, so the cursor it commits names no action
+        that the cards listed after it do not show."""
+        furniture = self.furniture(board_id)
+        history = CardHistory(self.zone)
+        newest: str | None = None
+        pages = list(self._pages(f"boards/{board_id}/actions", {
+            "filter": WATCHED_ACTIONS, "fields": ACTION_FIELDS, "memberCreator": "false"},
+            f"reading the actions of board {board_id}"))
+        if pages and pages[0]:
+            newest = pages[0][0]["id"]
+        for page in reversed(pages):
+            history.read(reversed(page))
+        del pages
+        first = True
+        card_pages = self._pages(f"boards/{board_id}/cards", {"filter": "all", **CARD_EXTRAS},
+                                 f"listing the cards of board {board_id}")
+        page = next(card_pages, [])
+        while True:
+            following = next(card_pages, None)
+            batch = self.card_batch(page, furniture, history)
+            if first:
+                batch.projects = [furniture.project()]
+                batch.people = people(furniture, self.me())
+                first = False
+            if following is None:
+                position[board_id] = newest or NO_ACTION
+            batch.cursor = dict(position)
+            yield batch
+            if following is None:
+                return
+            page = following
+
+    # -- changes since the cursor ---------------------------------------------------------------------------
+    def _board_changes(self, board_id: str, position: dict[str, str]) -> Iterator[Batch]:
+        """The cards the board's actions since its cursor touched, re-read one by one with their history, in the
+        order of their latest action; each batch's cursor is the latest action of the cards it holds."""
+        actions = [action for page in self._pages(f"boards/{board_id}/actions", {
+            "filter": WATCHED_ACTIONS, "since": position[board_id], "fields": ACTION_FIELDS,
+            "memberCreator": "false"}, f"reading the new actions of board {board_id}") for action in page]
+        if not actions:
+            return
+        latest: dict[str, str] = {}
+        gone: set[str] = set()
+        for action in reversed(actions):
+            card_id = card_of(action)
+            if card_id:
+                latest[card_id] = action["id"]
+                if action.get("type") in ("deleteCard", "moveCardFromBoard"):
+                    gone.add(card_id)
+                elif action.get("type") in ("createCard", "moveCardToBoard", "copyCard"):
+                    gone.discard(card_id)
+        touched = sorted((card_id for card_id in latest if card_id not in gone), key=latest.__getitem__)
+        if len(touched) >= REPULL_AT:
+            del position[board_id]
+            yield from self._whole_board(board_id, position)
+            return
+        furniture = self.furniture(board_id)
+        first = True
+        step = max(1, min(self.page_size, 100))
+        for start in range(0, max(1, len(touched)), step):
+            chunk = touched[start : start + step]
+            cards = [card for card in self.pool().map(self.card_with_history, chunk)
+                     if card is not None and card.get("idBoard") == board_id]
+            history = CardHistory(self.zone)
+            for card in cards:
+                history.read(reversed(card.pop("actions", None) or []))
+            batch = self.card_batch(cards, furniture, history)
+            if first:
+                batch.projects = [furniture.project()]
+                batch.people = people(furniture, self.me())
+                first = False
+            last = start + step >= len(touched)
+            position[board_id] = actions[0]["id"] if last else latest[chunk[-1]]
+            batch.cursor = dict(position)
+            yield batch
+
+    def card_with_history(self, card_id: str) -> dict[str, Any] | None:
+        """One card with its extras and its own history nested under `actions`; None when it is gone."""
+        params = {**CARD_EXTRAS, "actions": HISTORY_ACTIONS, "actions_limit": NESTED_ACTIONS,
+                  "action_fields": ACTION_FIELDS, "action_memberCreator": "false"}
+        card = self._get(f"cards/{card_id}", params, f"reading card {card_id}", missing_ok=True)
+        if card is None:
+            return None
+        nested = card.get("actions") or []
+        if len(nested) >= NESTED_ACTIONS:  # more history than a card read nests: page the rest
+            older = self._pages(f"cards/{card_id}/actions", {"filter": HISTORY_ACTIONS, "fields": ACTION_FIELDS,
+                                                              "before": nested[-1]["id"]},
+                                f"reading the history of card {card_id}")
+            card["actions"] = nested + [action for page in older for action in page]
+        return card
+
+    # -- pieces -----------------------------------------------------------------------------------------------
+    def furniture(self, board_id: str) -> BoardFurniture:
+        """The board with its lists, members and custom-field definitions (one request)."""
+        return BoardFurniture.from_json(self._get(f"boards/{board_id}", BOARD_PARAMS, f"reading board {board_id}"))
+
+    def me(self) -> dict[str, Any]:
+        """The token's owner (asked once per connector): the one member whose email Trello shows."""
+        if self._me is None:
+            self._me = self._get("members/me", {"fields": "id,fullName,username,email"}, "the credentials check")
+        return self._me
+
+    def card_batch(self, cards: list[dict[str, Any]], furniture: BoardFurniture, history: CardHistory) -> Batch:
+        """A page of cards with their `_pmsync` context, complete due-date history and attachment links."""
+        batch = Batch()
+        for card in cards:
+            enrich(card, furniture, history, self.done_lists)
+            card_id = card["id"]
+            batch.records.append(card)
+            batch.due_changes.extend(history.due_changes.get(card_id, ()))
+            batch.links.extend(attachment_links(card, self.resolve_short_link))
+            batch.covers_links_of.append(card_id)
+        return batch
+
+    def resolve_short_link(self, short_link: str) -> str | None:
+        """The id of the card a shortLink names when it is on a configured board, else None (asked once each)."""
+        if short_link not in self._short_links:
+            card = self._get(f"cards/{short_link}", {"fields": "id,idBoard"}, f"resolving card {short_link}",
+                             missing_ok=True)
+            on_board = card is not None and card.get("idBoard") in self.boards
+            self._short_links[short_link] = card["id"] if on_board else None
+        return self._short_links[short_link]
+
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(CARD_WORKERS, thread_name_prefix=f"trello-{self.name}")
+        return self._pool
+
+    def _pages(self, path: str, params: dict[str, Any], doing: str) -> Iterator[list[dict[str, Any]]]:
+        """A listing newest first, page by page: `limit` per page, the next page `before` the last id seen."""
+        before: str | None = None
+        while True:
+            query = {**params, "limit": self.page_size}
+            if before:
+                query["before"] = before
+            page = self._get(path, query, doing) or []
+            yield page
+            if len(page) < self.page_size:
+                return
+            before = page[-1]["id"]
+
+    def _get(self, path: str, params: dict[str, Any], doing: str, missing_ok: bool = False) -> Any:
+        """GET a resource as JSON through the SDK; a failure becomes one sentence naming the URL, never a secret.
+        With `missing_ok`, a 404 answers None."""
+        with self._speaking(doing):
+            try:
+                return self.client.fetch_json(path, query_params=dict(params))
+            except ResourceUnavailable as exc:
+                if missing_ok and exc._status == 404 and not isinstance(exc, Unauthorized):
+                    return None
+                raise
+
+    @contextmanager
+    def _speaking(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except Unauthorized:
+            raise ConnectionFailed(
+                f"Trello at {self.base_url} refused the connection's key and token during {doing}; check auth.key "
+                f"and auth.token of connection {self.name} (a token that can read the configured boards)."
+            ) from None
+        except ResourceUnavailable as exc:
+            raise self._failure(exc._status, str(exc._msg).split(" at ")[0], doing) from None
+        except requests.exceptions.SSLError:
+            raise ConnectionFailed(
+                f"Trello at {self.base_url} failed TLS verification; set ca_bundle to your CA's PEM file, "
+                "or check base_url."
+            ) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ConnectionFailed(
+                f"Trello at {self.base_url} could not be reached ({type(exc).__name__}); check base_url and the "
+                "network."
+            ) from None
+        except ValueError:
+            raise ConnectionFailed(
+                f"Trello at {self.base_url} kept answering {doing} with unreadable JSON; try again later."
+            ) from None
+
+    def _failure(self, status: int, text: str, doing: str) -> ConnectionFailed:
+        detail = text.strip()[:200] or f"HTTP {status}"
+        if status in (400, 403, 404):
+            return ConnectionFailed(f"Trello at {self.base_url} rejected {doing}: {detail}; check the boards of "
+                                    f"connection {self.name} and that the token can read them.")
+        return ConnectionFailed(f"Trello at {self.base_url} answered HTTP {status} to {doing} after "
+                                f"{self.policy.max_attempts} attempts; try again later.")
