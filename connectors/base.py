@@ -9,9 +9,10 @@ and already canonical (projects, due-date history, dependencies, people).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from connectors.http import RequestStats
 

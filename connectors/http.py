@@ -13,9 +13,11 @@ import logging
 import random
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import requests
@@ -77,8 +79,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())
 
 
@@ -114,7 +116,7 @@ class RetryingAdapter(HTTPAdapter):
         stats: RequestStats,
         rewrite: tuple[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        pacer: "Pacer | None" = None,
+        pacer: Pacer | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(pool_connections=4, pool_maxsize=16, **kwargs)
@@ -189,6 +191,48 @@ class Pacer:
         if delay > 0:
             self.sleep(delay)
         return delay
+
+
+class BudgetPacer:
+    """Client-side pacing to a vendor's window budget: at most `limit` requests in any `window_s` seconds
+    (sleeping until one may go)."""
+
+    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.limit = max(1, limit)
+        self.window_s = window_s
+        self.clock = clock
+        self.sleep = sleep
+        self.sent: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_rate(cls, requests_per_second: float | None, budget: tuple[int, float]) -> BudgetPacer:
+        """Evenly spaced requests at a configured rate, else the vendor's (limit, window) budget."""
+        if requests_per_second:
+            return cls(1, 1.0 / requests_per_second)
+        return cls(*budget)
+
+    def wait(self) -> None:
+        with self._lock:
+            now = self.clock()
+            while self.sent and now - self.sent[0] >= self.window_s:
+                self.sent.popleft()
+            if len(self.sent) >= self.limit:
+                self.sleep(self.sent[0] + self.window_s - now)
+                self.sent.popleft()
+                now = self.clock()
+            self.sent.append(now)
+
+
+def policy_for(rate_limit: Any) -> RetryPolicy:
+    """The retry policy a connection's `rate_limit` settings ask for (max_retries, max_wait_seconds)."""
+    defaults = RetryPolicy()
+    retries = getattr(rate_limit, "max_retries", None)
+    return RetryPolicy(
+        max_attempts=retries + 1 if retries is not None else defaults.max_attempts,
+        max_delay_s=getattr(rate_limit, "max_wait_seconds", None) or defaults.max_delay_s,
+    )
 
 
 def pacer_for(requests_per_second: float | None) -> Pacer | None:

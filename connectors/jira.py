@@ -30,7 +30,7 @@ import requests
 from jira.exceptions import JIRAError
 
 from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord
-from connectors.http import RetryPolicy, mount_retrying
+from connectors.http import Pacer, RetryPolicy, mount_retrying, pacer_for, policy_for
 from mappings.mapping import load_mapping
 from pmsync.config import JiraConnection
 from pmsync.errors import ConnectionFailed
@@ -247,6 +247,7 @@ class JiraConnector(Connector):
         custom_fields: dict[str, str] | None = None,
         overlap: timedelta = OVERLAP,
         page_size: int = SEARCH_PAGE,
+        pacer: Pacer | None = None,
     ) -> None:
         super().__init__(name)
         self.url = url.rstrip("/")
@@ -262,22 +263,17 @@ class JiraConnector(Connector):
             options={"verify": verify, "rest_api_version": str(api_version)},
         )
         self.policy = policy or RetryPolicy()
-        mount_retrying(self.client._session, self.policy, self.stats)
+        mount_retrying(self.client._session, self.policy, self.stats, pacer=pacer)
         self._zone: ZoneInfo | None = None
         self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_config(cls, conn: JiraConnection) -> JiraConnector:
         """The connector for a configured Jira connection (no request is made until it is used)."""
-        limits = conn.rate_limit
-        defaults = RetryPolicy()
-        policy = RetryPolicy(
-            max_attempts=(limits.max_retries + 1) if limits.max_retries is not None else defaults.max_attempts,
-            max_delay_s=limits.max_wait_seconds or defaults.max_delay_s,
-        )
         return cls(
             conn.name, conn.url, conn.auth.email, conn.auth.token.get_secret_value(), conn.projects,
-            api_version=conn.api_version, verify=conn.tls_verify, policy=policy, custom_fields=conn.custom_fields,
+            api_version=conn.api_version, verify=conn.tls_verify, policy=policy_for(conn.rate_limit),
+            custom_fields=conn.custom_fields, pacer=pacer_for(conn.rate_limit.requests_per_second),
         )
 
     # -- the Connector interface ------------------------------------------------------------------------------

@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -38,11 +35,11 @@ from trello import TrelloClient
 from trello.exceptions import ResourceUnavailable, Unauthorized
 
 from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord
-from connectors.http import RetryPolicy, mount_retrying
+from connectors.http import BudgetPacer, RetryPolicy, mount_retrying
 from mappings.mapping import load_mapping
+from mappings.urls import URL_PATTERNS
 from pmsync.config import TrelloConnection
 from pmsync.errors import ConnectionFailed
-from mappings.urls import URL_PATTERNS
 
 log = logging.getLogger("pmsync.connectors.trello")
 
@@ -257,41 +254,10 @@ def people(furniture: BoardFurniture, me: dict[str, Any] | None) -> list[PersonR
     return out
 
 
-class Pacer:
-    """Client-side pacing: at most `limit` requests in any `window_s` seconds (sleeping until one may go)."""
-
-    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.limit = max(1, limit)
-        self.window_s = window_s
-        self.clock = clock
-        self.sleep = sleep
-        self.sent: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    @classmethod
-    def for_rate(cls, requests_per_second: float | None) -> Pacer:
-        """Evenly spaced requests at the configured rate, else Trello's per-token budget with some headroom."""
-        if requests_per_second:
-            return cls(1, 1.0 / requests_per_second)
-        return cls(*TOKEN_BUDGET)
-
-    def wait(self) -> None:
-        with self._lock:
-            now = self.clock()
-            while self.sent and now - self.sent[0] >= self.window_s:
-                self.sent.popleft()
-            if len(self.sent) >= self.limit:
-                self.sleep(self.sent[0] + self.window_s - now)
-                self.sent.popleft()
-                now = self.clock()
-            self.sent.append(now)
-
-
 class TrelloSession(requests.Session):
     """The session py-trello sends through: a timeout on every request, and pacing before each."""
 
-    def __init__(self, pacer: Pacer, verify: bool | str = True) -> None:
+    def __init__(self, pacer: BudgetPacer, verify: bool | str = True) -> None:
         super().__init__()
         self.pacer = pacer
         self.verify = verify
@@ -329,7 +295,7 @@ class TrelloConnector(Connector):
         self.page_size = page_size
         self.zone = ZoneInfo(timezone_name)
         self.policy = policy or RetryPolicy()
-        self.session = TrelloSession(Pacer.for_rate(requests_per_second), verify)
+        self.session = TrelloSession(BudgetPacer.for_rate(requests_per_second, TOKEN_BUDGET), verify)
         mount_retrying(self.session, self.policy, self.stats, rewrite=(TRELLO_API, self.base_url))
         self.client = TrelloClient(key, api_secret=token, http_service=self.session)
         status = load_mapping("trello").status_category

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from connectors.base import Batch
-from connectors.trello import CardHistory, Pacer, TrelloConnector, attachment_links
+from connectors.http import BudgetPacer as Pacer
+from connectors.trello import TOKEN_BUDGET, CardHistory, TrelloConnector, attachment_links
 from mappings.mapping import load_mapping
 from pmsync.config import TrelloConnection
 from pmsync.errors import ConnectionFailed
@@ -466,7 +467,7 @@ def test_configured_rate_spaces_requests_and_the_default_stays_under_the_token_b
     assert slept == [0.5, 0.5, 0.5]
 
     slept.clear()
-    budget = Pacer.for_rate(None)
+    budget = Pacer.for_rate(None, TOKEN_BUDGET)
     budget.clock, budget.sleep = (lambda: now[0]), sleep
     start = now[0]
     for _ in range(200):
