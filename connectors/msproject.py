@@ -350,7 +350,7 @@ class MsProjectConnector(Connector):
         modified = item.get("lastModifiedDateTime") or item.get("createdDateTime")
         return FileVersion(ref=str(f), prefix=str(f.item_id), name=item.get("name") or str(f.item_id),
                            version=str(item.get("eTag") or item.get("cTag") or modified),
-                           modified=datetime.fromisoformat(modified.replace("Z", "+00:00")), url=item.get("webUrl"))
+                           modified=datetime.fromisoformat(modified), url=item.get("webUrl"))
 
     def _read(self, f: ProjectFile, version: FileVersion) -> Any:
         if f.kind == "file":

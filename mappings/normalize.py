@@ -38,6 +38,7 @@ def normalize_tasks(
     records: Sequence[dict[str, Any]], mapping: Mapping, connection: str, timezone: str = "UTC",
 ) -> NormalizedPage:
     """Canonical `tasks` rows for a page of raw records of one connection (see module doc for quarantine)."""
+    timezone = mapping.date_timezone or timezone
     table, rejected = extract(records, mapping.paths())
     frame = table.to_pandas()
     problems = pd.Series("", index=frame.index, dtype=object)

@@ -60,7 +60,16 @@ def _after_sync(config: Config, as_of: date | None) -> None:
     except ImportError:
         return
     with open_config_warehouse(config) as warehouse:
-        compute_and_store(warehouse, config, as_of=as_of)
+        result = compute_and_store(warehouse, config, as_of=as_of)
+    frames = result.frames
+    late = int((frames.schedule["state"] == "late").sum())
+    console.print(f"schedule as of {result.as_of}: {len(frames.schedule):,} tasks, {late:,} late, "
+                  f"{int((frames.schedule['state'] == 'at_risk').sum()):,} at risk", soft_wrap=True)
+    if result.cycle_count:
+        console.print(f"[yellow]{result.cycle_count} dependency cycle(s) found and broken to compute the rest:[/]")
+        for cycle_id, group in frames.cycles.groupby("cycle_id"):
+            console.print("  " + " -> ".join(escape(uid) for uid in group.sort_values("position")["task_uid"]),
+                          soft_wrap=True)
 
 
 def status_command(config: Config, project: str | None) -> None:
@@ -128,18 +137,30 @@ def _portfolio(warehouse) -> Table:
 
 def _project_tasks(warehouse, project_uid: str) -> Table:
     tasks = warehouse.query(
-        "SELECT t.task_uid, t.key, t.title, t.status_category, t.due_date, s.baseline_due, s.forecast_finish,"
-        " s.slip_days, s.state FROM tasks t LEFT JOIN schedule s USING (task_uid)"
+        "SELECT t.task_uid, t.key, t.title, t.tool, t.status_category, t.due_date, s.baseline_due, s.forecast_finish,"
+        " s.slip_days, s.state, s.driver_uid, d.key AS driver_key, d.tool AS driver_tool, d.title AS driver_title"
+        " FROM tasks t LEFT JOIN schedule s USING (task_uid) LEFT JOIN tasks d ON d.task_uid = s.driver_uid"
         " WHERE t.project_uid = %s AND t.deleted_at IS NULL ORDER BY s.slip_days DESC NULLS LAST, t.due_date",
         [project_uid],
     )
     table = Table(title=f"Tasks of {project_uid}", title_justify="left")
-    for column in ("task", "title", "status", "due", "baseline", "forecast", "slip", "state"):
+    for column in ("task", "title", "status", "due", "baseline", "forecast", "slip", "state", "held back by"):
         table.add_column(column)
     for row in tasks.itertuples():
-        table.add_row(row.key or row.task_uid, (row.title or "")[:50], row.status_category, _day(row.due_date),
-                      _day(row.baseline_due), _day(row.forecast_finish), _int(row.slip_days), row.state or "")
+        table.add_row(row.key or row.task_uid, escape((row.title or "")[:50]), row.status_category, _day(row.due_date),
+                      _day(row.baseline_due), _day(row.forecast_finish), _int(row.slip_days), row.state or "",
+                      _driver(row))
     return table
+
+
+def _driver(row) -> str:
+    """Which task sets this one's forecast, naming its tool when it is another tool's."""
+    if not isinstance(row.driver_uid, str):
+        return ""
+    name = row.driver_key if isinstance(row.driver_key, str) else row.driver_uid
+    title = escape((row.driver_title or "")[:30]) if isinstance(row.driver_title, str) else ""
+    where = f" in {row.driver_tool}" if isinstance(row.driver_tool, str) and row.driver_tool != row.tool else ""
+    return f"{escape(name)}{where} {title}".strip()
 
 
 def _int(value) -> str:
