@@ -4,7 +4,7 @@ VENV := .venv
 UV := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: install test demo bench bench-full lint clean
+.PHONY: install test demo bench bench-full lint clean browser
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	test -x $(VENV)/bin/pip || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ test: install
 
 demo: install
 	$(VENV)/bin/pmsync demo --size small
+
+# Debian's chromium, for the UI tests (tests/test_ui.py skips without it); Playwright downloads no browser.
+browser:
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
 lint: install
 	$(VENV)/bin/ruff check .

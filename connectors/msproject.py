@@ -63,9 +63,13 @@ def start_jvm() -> None:
     """
     with _JVM_LOCK:
         import jpype
+        import jpype.config
         import mpxj  # noqa: F401 - the import puts the MPXJ jars on the class path
 
         if not jpype.isJVMStarted():
+            # Destroying the JVM at interpreter exit waits on MPXJ's non-daemon threads and can hang the process
+            # for good; the operating system reclaims it anyway.
+            jpype.config.destroy_jvm = False
             try:
                 jpype.startJVM("-Dlog4j2.loggerContextFactory=org.apache.logging.log4j.simple.SimpleLoggerContextFactory",
                                convertStrings=True)

@@ -111,6 +111,20 @@ def status(
     status_command(_load(config), project)
 
 
+@app.command()
+def report(
+    format: str = typer.Option(..., "--format", help="html (dashboard), xlsx (workbook) or mspdi (MS Project XML)."),
+    out: Path = typer.Option(..., "--out", help="The file to write."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Report the schedule as of this date (YYYY-MM-DD)."),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """The consolidated schedule as an HTML dashboard, an Excel workbook or MS Project XML."""
+    from reports import report_file
+
+    written, uploads = report_file(_load(config), format, out, as_of=_parse_date(as_of, "--as-of"))
+    typer.echo(f"Wrote {written}" + (f"; uploaded to {uploads} drive folder(s)." if uploads else "."))
+
+
 def main() -> None:
     """Entry point: run the app and turn known failures into one sentence and a non-zero exit."""
     try:
@@ -131,3 +145,16 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+@app.command()
+def ui(
+    host: str = typer.Option("127.0.0.1", help="Address the UI listens on."),
+    port: int = typer.Option(3000, help="Port the UI listens on."),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """The Dagster UI on this code location: runs, assets, schedules and sensors. Stops on Ctrl-C."""
+    from pipelines.ui import serve_ui
+
+    code = serve_ui(config_path(config), host=host, port=port)
+    raise typer.Exit(0 if code in (0, 130, -2) else code)  # -2: dagster dev stopped by SIGINT (Ctrl-C)

@@ -80,7 +80,7 @@ def run_sync(
         try:
             with open_config_warehouse(config) as warehouse:
                 result = sync_connection(
-                    connector, load_mapping(connection.tool).with_overrides(_overrides(connection)), warehouse,
+                    connector, load_mapping(connection.tool).with_overrides(mapping_overrides(connection)), warehouse,
                     full=full, timezone=config.timezone, progress=progress, write_lock=own_lock,
                 )
             if on_done:
@@ -105,7 +105,7 @@ def run_sync(
     return outcome
 
 
-def _overrides(connection) -> dict[str, str]:
+def mapping_overrides(connection) -> dict[str, str]:
     """Mapping overrides a connection asks for (a Jira site's own custom field ids)."""
     custom = getattr(connection, "custom_fields", None) or {}
     known = {"start_date", "story_points", "estimate_hours", "due_date"}

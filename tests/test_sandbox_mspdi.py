@@ -41,13 +41,13 @@ def portfolio() -> Portfolio:
 @pytest.fixture(scope="module")
 def mpxj_reader() -> Iterator[Any]:
     """MPXJ's UniversalProjectReader class, with the JVM started once for this module (skip without Java)."""
-    jpype = pytest.importorskip("jpype")
-    pytest.importorskip("mpxj")  # importing it puts the MPXJ jars on the class path
-    if not jpype.isJVMStarted():
-        try:
-            jpype.startJVM(convertStrings=True)
-        except (OSError, RuntimeError) as exc:  # no Java runtime on this machine
-            pytest.skip(f"MPXJ needs a Java runtime: {exc}")
+    from connectors.msproject import start_jvm
+    from pmsync.errors import ConnectionFailed
+
+    try:
+        start_jvm()
+    except ConnectionFailed as exc:  # no Java runtime on this machine
+        pytest.skip(str(exc))
     from org.mpxj.reader import UniversalProjectReader  # type: ignore[import-not-found]
 
     yield UniversalProjectReader
