@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -20,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from schedule.compute import ScheduleRules, compute_schedule
+
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "bench" / "results"
 TARGET_SECONDS = 10.0

@@ -75,10 +75,35 @@ class Batch:
     cursor: dict[str, str] | None = None
 
 
+@dataclass(frozen=True)
+class Write:
+    """One value pmsync owns, to be put in a tool (see `writeback/targets.py` for every target's payload).
+
+    `native_id` is where it goes: the task, or for project-level and portfolio targets the project or container.
+    `previous` is what pmsync last wrote there (from the ledger) and `remote_ref` the id of what pmsync created
+    there last time (a comment, a portfolio card), so a write can edit in place instead of adding.
+    """
+
+    target: str
+    native_id: str
+    payload: dict[str, Any]
+    previous: dict[str, Any] | None = None
+    remote_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write left behind: the id of anything it created, to edit in place next time."""
+
+    remote_ref: str | None = None
+
+
 class Connector(ABC):
     """One configured connection to one tool."""
 
     tool: str
+    # The write-back targets this connector can write (names from writeback/targets.py).
+    write_targets: tuple[str, ...] = ()
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -99,6 +124,16 @@ class Connector(ABC):
     def has_changes(self, cursor: dict[str, str] | None) -> bool:
         """A cheap probe: may anything have changed since `cursor`? (True when unsure.)"""
         return True
+
+    def write(self, write: Write) -> WriteResult:
+        """Put one owned value in the tool, idempotently; raise on failure (the caller records it and retries
+        next push). Never changes a user's own fields."""
+        raise NotImplementedError(f"{self.tool} cannot write {write.target}")
+
+    def setup_writeback(self, containers: list[str]) -> list[str]:
+        """Create what write-back needs in these projects or boards (custom fields, categories); returns one line
+        per thing created. Existing ones are reused, so running it twice creates nothing the second time."""
+        return []
 
     def close(self) -> None:
         """Release sessions and event loops."""

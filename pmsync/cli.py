@@ -5,7 +5,6 @@ import os
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -32,14 +31,14 @@ def _root() -> None:
     """One honest schedule across Jira, Asana, Trello and Microsoft Project."""
 
 
-def config_path(given: Optional[Path]) -> Path:
+def config_path(given: Path | None) -> Path:
     """The configuration file the user means: --config, else $PMSYNC_CONFIG, else ./pmsync.yaml."""
     if given is not None:
         return given
     return Path(os.environ.get("PMSYNC_CONFIG", "pmsync.yaml"))
 
 
-def _parse_date(value: Optional[str], option: str) -> Optional[date]:
+def _parse_date(value: str | None, option: str) -> date | None:
     if value is None:
         return None
     try:
@@ -53,8 +52,8 @@ def sandbox(
     size: str = typer.Option("small", help="small (~300 tasks), medium (~5,000), large (~200,000), or a task count."),
     seed: int = typer.Option(7, help="Seed of the generated portfolio; the same seed gives the same data."),
     port: int = typer.Option(8700, help="First port: Jira, Asana, Trello and Graph listen on PORT..PORT+3 (0 = free ports)."),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="The sandbox's today (YYYY-MM-DD); default today."),
-    write_config: Optional[Path] = typer.Option(None, "--write-config", help="Write a ready pmsync.yaml here."),
+    as_of: str | None = typer.Option(None, "--as-of", help="The sandbox's today (YYYY-MM-DD); default today."),
+    write_config: Path | None = typer.Option(None, "--write-config", help="Write a ready pmsync.yaml here."),
     tls: bool = typer.Option(False, help="Serve https with a throwaway local CA (its bundle is named in the config)."),
     latency_ms: float = typer.Option(0.0, "--latency-ms", help="Latency added to every request, in milliseconds."),
     no_rate_limits: bool = typer.Option(False, "--no-rate-limits", help="Turn the vendors' rate limits off."),
@@ -70,7 +69,7 @@ def sandbox(
 
 @app.command()
 def init(
-    config: Optional[Path] = ConfigOption,
+    config: Path | None = ConfigOption,
     force: bool = typer.Option(False, "--force", help="Overwrite the file if it exists."),
 ) -> None:
     """Write a commented example pmsync.yaml."""
@@ -80,7 +79,7 @@ def init(
     typer.echo(f"Wrote {written}; set the environment variables it names, then edit it to match your tools.")
 
 
-def _load(config: Optional[Path]):
+def _load(config: Path | None):
     from pmsync.config import load_config
 
     return load_config(config_path(config))
@@ -88,10 +87,10 @@ def _load(config: Optional[Path]):
 
 @app.command()
 def sync(
-    connection: Optional[list[str]] = typer.Option(None, "--connection", help="Only this connection (repeatable)."),
+    connection: list[str] | None = typer.Option(None, "--connection", help="Only this connection (repeatable)."),
     full: bool = typer.Option(False, "--full", help="Pull everything again instead of what changed."),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="Compute the schedule as of this date (YYYY-MM-DD)."),
-    config: Optional[Path] = ConfigOption,
+    as_of: str | None = typer.Option(None, "--as-of", help="Compute the schedule as of this date (YYYY-MM-DD)."),
+    config: Path | None = ConfigOption,
 ) -> None:
     """Pull, normalize and load every configured connection, then compute the schedule."""
     from pmsync.commands import sync_command
@@ -102,8 +101,8 @@ def sync(
 
 @app.command()
 def status(
-    project: Optional[str] = typer.Option(None, "--project", help="Show one project's tasks (its project_uid)."),
-    config: Optional[Path] = ConfigOption,
+    project: str | None = typer.Option(None, "--project", help="Show one project's tasks (its project_uid)."),
+    config: Path | None = ConfigOption,
 ) -> None:
     """The portfolio (or one project) as a table: health, slippage, and the last sync of each connection."""
     from pmsync.commands import status_command
@@ -115,14 +114,27 @@ def status(
 def report(
     format: str = typer.Option(..., "--format", help="html (dashboard), xlsx (workbook) or mspdi (MS Project XML)."),
     out: Path = typer.Option(..., "--out", help="The file to write."),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="Report the schedule as of this date (YYYY-MM-DD)."),
-    config: Optional[Path] = ConfigOption,
+    as_of: str | None = typer.Option(None, "--as-of", help="Report the schedule as of this date (YYYY-MM-DD)."),
+    config: Path | None = ConfigOption,
 ) -> None:
     """The consolidated schedule as an HTML dashboard, an Excel workbook or MS Project XML."""
     from reports import report_file
 
     written, uploads = report_file(_load(config), format, out, as_of=_parse_date(as_of, "--as-of"))
     typer.echo(f"Wrote {written}" + (f"; uploaded to {uploads} drive folder(s)." if uploads else "."))
+
+
+@app.command()
+def demo(
+    size: str = typer.Option("small", help="small (~300 tasks), medium (~5,000), large (~200,000), or a task count."),
+    seed: int = typer.Option(7, help="Seed of the generated portfolio."),
+    folder: Path = typer.Option(Path("demo"), help="Where the demo's configuration, warehouse and reports go."),
+    as_of: str | None = typer.Option(None, "--as-of", help="The sandbox's today (YYYY-MM-DD); default today."),
+) -> None:
+    """The whole job on the local sandbox, through Dagster: pull, load, schedule, write back, report."""
+    from pmsync.demo import run_demo
+
+    raise typer.Exit(run_demo(size, seed, folder, _parse_date(as_of, "--as-of")))
 
 
 def main() -> None:
@@ -151,7 +163,7 @@ def main() -> None:
 def ui(
     host: str = typer.Option("127.0.0.1", help="Address the UI listens on."),
     port: int = typer.Option(3000, help="Port the UI listens on."),
-    config: Optional[Path] = ConfigOption,
+    config: Path | None = ConfigOption,
 ) -> None:
     """The Dagster UI on this code location: runs, assets, schedules and sensors. Stops on Ctrl-C."""
     from pipelines.ui import serve_ui

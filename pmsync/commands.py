@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from datetime import date
 
 import pandas as pd
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from pmsync.config import Config
 from pmsync.run import open_config_warehouse, run_sync
 from pmsync.sync import Progress, SyncResult
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def sync_command(config: Config, names: list[str], *, full: bool = False, as_of: date | None = None) -> int:
