@@ -7,13 +7,12 @@ start date lives in another custom field) without copying the file.
 from __future__ import annotations
 
 import difflib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 
 MAPPINGS_DIR = Path(__file__).resolve().parent
 FieldType = Literal["string", "date", "datetime", "number", "integer", "boolean", "string_list", "id_list"]
@@ -66,7 +65,7 @@ class Condition(Strict):
     is_null: bool | None = None
 
     @model_validator(mode="after")
-    def _one_test(self) -> "Condition":
+    def _one_test(self) -> Condition:
         tests = [self.equals is not None, self.in_ is not None, self.contains is not None, self.is_true is not None,
                  self.is_null is not None]
         if sum(tests) != 1:
@@ -102,7 +101,7 @@ class Mapping(Strict):
     is_milestone: MilestoneSpec = MilestoneSpec()
 
     @model_validator(mode="after")
-    def _known_fields(self) -> "Mapping":
+    def _known_fields(self) -> Mapping:
         for name, spec in self.fields.items():
             if name not in TASK_FIELDS:
                 raise ValueError(_unknown(f"fields.{name}", name, TASK_FIELDS))
@@ -122,7 +121,7 @@ class Mapping(Strict):
         """{column: (path, type)} of everything to extract from a raw record."""
         return {name: (spec.path, spec.type) for name, spec in {**self.aux, **self.fields}.items()}
 
-    def with_overrides(self, overrides: dict[str, str]) -> "Mapping":
+    def with_overrides(self, overrides: dict[str, str]) -> Mapping:
         """The mapping with some fields read from other paths: {canonical field: dotted path}."""
         if not overrides:
             return self
@@ -145,7 +144,7 @@ class MappingError(ValueError):
     """A mapping file is wrong: the message names the file, the key and the fix."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_mapping(tool: str, directory: Path = MAPPINGS_DIR) -> Mapping:
     """The mapping of one tool, read from `<tool>.yaml` and validated; MappingError names the file, key and fix."""
     path = directory / f"{tool}.yaml"

@@ -7,8 +7,9 @@ to the quarantine frame with its raw payload and the reason; every other record 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import orjson

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from mappings.urls import URL_PATTERNS
-
 from warehouse.base import Warehouse
+
 
 def resolve_url_links(warehouse: Warehouse) -> int:
     """Replace `url:` predecessors that name a known task by that task's uid; returns how many were resolved."""

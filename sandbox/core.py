@@ -14,8 +14,9 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Literal
 
 import orjson
 from starlette.applications import Starlette

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
@@ -107,7 +107,7 @@ def day_to_date(n: int) -> date | None:
 
 def epoch_to_datetime(seconds: float) -> datetime:
     """A stored UTC timestamp as an aware datetime."""
-    return datetime.fromtimestamp(float(seconds), tz=timezone.utc)
+    return datetime.fromtimestamp(float(seconds), tz=UTC)
 
 
 @dataclass
@@ -381,7 +381,7 @@ def resolve_size(size: str | int) -> int:
 def generate(seed: int = 7, size: str | int = "small", as_of: date | None = None) -> Portfolio:
     """Build the portfolio for (seed, size, as-of date); the same arguments always give the same data."""
     n = resolve_size(size)
-    as_of = as_of or datetime.now(timezone.utc).date()
+    as_of = as_of or datetime.now(UTC).date()
     rng = np.random.default_rng([seed, n, day_number(as_of)])
     people = _people(rng, max(8, min(5000, n // 40)))
     counts = _tool_counts(n)
@@ -404,7 +404,7 @@ def generate(seed: int = 7, size: str | int = "small", as_of: date | None = None
     link_parts = [_native_links(rng, tasks, p) for p in projects]
     link_parts.append(_cross_tool_links(rng, tasks, tool_ranges, n))
     pred, succ, ltype, lag, mech = (np.concatenate([part[k] for part in link_parts]) for k in range(5))
-    as_of_seconds = datetime(as_of.year, as_of.month, as_of.day, tzinfo=timezone.utc).timestamp()
+    as_of_seconds = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC).timestamp()
     wall = time.time()
     anchor = wall if wall > as_of_seconds and wall - as_of_seconds < 86_400 else as_of_seconds + 12 * 3600
     return Portfolio(

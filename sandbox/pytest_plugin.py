@@ -4,8 +4,8 @@ Enable with `pytest_plugins = ["sandbox.pytest_plugin"]` in a conftest.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date
-from typing import Iterator
 
 import pytest
 

@@ -11,17 +11,18 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import uvicorn
 import yaml
 
+from sandbox import ids
 from sandbox.core import CREDENTIALS, Emulator, EmulatorSettings
 from sandbox.generator import ASANA, JIRA, MSPROJECT, PLANNER, TRELLO, Portfolio, generate
-from sandbox import ids
 
 VENDORS = ("jira", "asana", "trello", "graph")
 # The API root each connection talks to, below the emulator's base URL.
@@ -41,7 +42,7 @@ class TLSFiles:
     key: Path
 
     @classmethod
-    def create(cls, directory: Path) -> "TLSFiles":
+    def create(cls, directory: Path) -> TLSFiles:
         import trustme
 
         ca = trustme.CA(organization_name="pmsync sandbox local CA")
@@ -76,7 +77,7 @@ class Sandbox:
     _servers: list[uvicorn.Server] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory | None = None
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         self.start()
         return self
 

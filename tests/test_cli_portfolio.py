@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import Backend
+
 from sandbox.generator import TOOLS
 from sandbox.server import CONNECTION_NAMES, Sandbox
 

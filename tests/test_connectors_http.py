@@ -1,7 +1,7 @@
 """The shared retry policy: Retry-After in both forms, backoff, counting every attempt, broken bodies retried."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
@@ -11,12 +11,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from connectors.http import Pacer, RequestStats, RetryPolicy, RetryingAdapter, backoff_delay, parse_retry_after
+from connectors.http import (
+    Pacer,
+    RequestStats,
+    RetryingAdapter,
+    RetryPolicy,
+    backoff_delay,
+    parse_retry_after,
+)
 from sandbox.server import serve_app
 
 
 def test_retry_after_is_read_as_seconds_decimals_or_an_http_date():
-    now = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("2.128") == pytest.approx(2.128)
     assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now=now) == pytest.approx(30)
@@ -54,7 +61,7 @@ def session_for(stats: RequestStats, waits: list[float], attempts: int = 5) -> r
 
 
 def test_429_and_5xx_are_retried_honouring_retry_after_and_every_attempt_is_counted():
-    date_header = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=20), usegmt=True)
+    date_header = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
     script = Script(
         Response("slow", status_code=429, headers={"Retry-After": "3"}),
         Response("slow", status_code=429, headers={"Retry-After": date_header}),

@@ -1,7 +1,6 @@
 """`pmsync sandbox`: starts in seconds and writes a configuration that points at live emulators."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -9,8 +9,23 @@ import pytest
 
 from sandbox import ids
 from sandbox.generator import (
-    ASANA, DONE, EPIC, JIRA, LINK_ATTACHMENT, LINK_CONFIG, LINK_NATIVE, LINK_REMOTE, MILESTONE, MSPROJECT, NO_DAY,
-    PLANNER, SUBTASK, TOOLS, TRELLO, generate, resolve_size,
+    ASANA,
+    DONE,
+    EPIC,
+    JIRA,
+    LINK_ATTACHMENT,
+    LINK_CONFIG,
+    LINK_NATIVE,
+    LINK_REMOTE,
+    MILESTONE,
+    MSPROJECT,
+    NO_DAY,
+    PLANNER,
+    SUBTASK,
+    TOOLS,
+    TRELLO,
+    generate,
+    resolve_size,
 )
 
 AS_OF = date(2026, 11, 22)

@@ -15,8 +15,8 @@ import orjson
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import Backend
+
 from pmsync.config import load_config
 from pmsync.run import run_sync
 from sandbox import ids
@@ -190,7 +190,6 @@ def _comparable(frame: pd.DataFrame, ignore: list[str]) -> pd.DataFrame:
 
 def _drop_schemas(*schemas: str | None) -> None:
     import psycopg
-
     from conftest import POSTGRES_URL
 
     with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
