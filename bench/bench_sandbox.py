@@ -65,6 +65,17 @@ def pages(client: httpx.Client, first_url: str, next_url, limit: int) -> tuple[i
     return count, records, time.perf_counter() - started
 
 
+def across(client: httpx.Client, first_urls: list[str], next_url, limit: int) -> tuple[int, int, float]:
+    """`pages` over several projects (each listing to its end) until `limit` pages were read."""
+    total_pages, total_records, total_seconds = 0, 0, 0.0
+    for url in first_urls:
+        count, records, seconds = pages(client, url, next_url, limit - total_pages)
+        total_pages, total_records, total_seconds = total_pages + count, total_records + records, total_seconds + seconds
+        if total_pages >= limit:
+            break
+    return total_pages, total_records, total_seconds
+
+
 def measure(config: dict, max_pages: int) -> dict[str, tuple[int, int, float]]:
     by_tool = {c["tool"]: c for c in config["connections"]}
     out = {}
@@ -86,26 +97,26 @@ def measure(config: dict, max_pages: int) -> dict[str, tuple[int, int, float]]:
             client, str(httpx.URL(base, params={"jql": jql, "fields": fields, "maxResults": 100})), jira_next, max_pages)
     asana = by_tool["asana"]
     with httpx.Client(headers={"Authorization": f"Bearer {asana['auth']['token']}"}, timeout=120) as client:
-        first = (f"{asana['base_url']}/tasks?project={asana['projects'][0]}&limit=100"
-                 "&opt_fields=name,due_on,start_on,completed,modified_at,assignee.email,parent,memberships.section.name")
-        out["asana tasks (100, opt_fields)"] = pages(
-            client, first, lambda b, u: (len(b["data"]), (b.get("next_page") or {}).get("uri")), max_pages)
+        firsts = [f"{asana['base_url']}/tasks?project={project}&limit=100&opt_fields=name,due_on,start_on,"
+                  "completed,modified_at,assignee.email,parent,memberships.section.name" for project in asana["projects"]]
+        out["asana tasks (100, opt_fields)"] = across(
+            client, firsts, lambda b, u: (len(b["data"]), (b.get("next_page") or {}).get("uri")), max_pages)
     trello = by_tool["trello"]
     with httpx.Client(params=trello["auth"], timeout=120) as client:
-        board = trello["boards"][0]
+        firsts = [f"{trello['base_url']}/boards/{board}/cards/all?limit=1000&customFieldItems=true"
+                  for board in trello["boards"]]
 
         def trello_next(body, url):
             if len(body) < 1000:
                 return len(body), None
-            return len(body), f"{trello['base_url']}/boards/{board}/cards/all?limit=1000&customFieldItems=true&before={body[-1]['id']}"
+            return len(body), f"{url.split('&before=')[0]}&before={body[-1]['id']}"
 
-        out["trello board cards (1000)"] = pages(
-            client, f"{trello['base_url']}/boards/{board}/cards/all?limit=1000&customFieldItems=true", trello_next, max_pages)
+        out["trello board cards (1000)"] = across(client, firsts, trello_next, max_pages)
     planner = by_tool["planner"]
     with httpx.Client(headers={"Authorization": f"Bearer {planner['auth']['token']}"}, timeout=120) as client:
-        out["graph plan tasks (~400)"] = pages(
-            client, f"{planner['base_url']}/planner/plans/{planner['plans'][0]}/tasks",
-            lambda b, u: (len(b["value"]), b.get("@odata.nextLink")), max_pages)
+        firsts = [f"{planner['base_url']}/planner/plans/{plan}/tasks" for plan in planner["plans"]]
+        out["graph plan tasks (~400)"] = across(
+            client, firsts, lambda b, u: (len(b["value"]), b.get("@odata.nextLink")), max_pages)
     return out
 
 

@@ -63,7 +63,6 @@ from sandbox.generator import (
 )
 
 API = "/api/1.0"
-PUBLIC_ROOT = "https://app.asana.com/api/1.0"
 WORKSPACE_NAME = "Acme"
 TEAM_GID = "1201000000000002"
 TEAM_NAME = "Delivery"
@@ -843,7 +842,9 @@ def page(state: AsanaState, request: Request, keys: np.ndarray) -> tuple[np.ndar
     token = state.signer.offset(scope, int(chosen[-1]), state.p.now())
     query = [(k, v) for k, v in request.query_params.multi_items() if k != "offset"] + [("offset", token)]
     relative = f"{scope[len(API):]}?{urlencode(query)}"
-    return chosen, {"next_page": {"offset": token, "path": relative, "uri": f"{PUBLIC_ROOT}{relative}"}}
+    # Asana's `uri` is absolute on its own host; the sandbox's is absolute on the host the client called.
+    root = f"{request.url.scheme}://{request.url.netloc}{API}"
+    return chosen, {"next_page": {"offset": token, "path": relative, "uri": f"{root}{relative}"}}
 
 
 def listing(state: AsanaState, request: Request, records: list[dict[str, Any]]) -> Response:
