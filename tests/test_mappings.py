@@ -101,3 +101,10 @@ def test_a_bad_mapping_file_names_the_file_the_key_and_the_fix(tmp_path: Path, t
     with pytest.raises(MappingError) as caught:
         load_mapping_file(path)
     assert str(caught.value).startswith(str(path)) and message in str(caught.value)
+
+
+def test_the_contract_document_lists_every_table_as_the_schema_defines_it():
+    from mappings.schema_doc import tables_markdown
+
+    contract = (Path(__file__).resolve().parents[1] / "docs" / "contract.md").read_text()
+    assert contract.endswith(tables_markdown()), "regenerate docs/contract.md: python -m mappings.schema_doc"
