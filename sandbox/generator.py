@@ -574,7 +574,7 @@ def _native_links(rng: np.random.Generator, t: Columns, p: Project) -> tuple[np.
 # (Asana | MS Project) -> Jira -> Trello -> Planner. Each is recorded where its successor's tool can hold it.
 CROSS_TOOL_ROUTES = (
     (ASANA, JIRA, LINK_REMOTE),
-    (MSPROJECT, JIRA, LINK_REMOTE),
+    (MSPROJECT, JIRA, LINK_CONFIG),  # a plan's tasks have no web address a Jira remote link could hold
     (JIRA, TRELLO, LINK_ATTACHMENT),
     (ASANA, TRELLO, LINK_ATTACHMENT),
     (JIRA, PLANNER, LINK_CONFIG),

@@ -70,3 +70,22 @@ def _cancelled(p) -> int:
     from sandbox.generator import CANCELLED
 
     return int((p.tasks.view("status") == CANCELLED).sum())
+
+
+def test_every_cross_tool_link_the_generator_made_is_a_resolved_dependency(synced, backend: Backend, shared_sandbox):
+    from sandbox.generator import LINK_ATTACHMENT, LINK_CONFIG, LINK_REMOTE
+    from sandbox.server import task_uid
+
+    path, done = synced
+    assert done.returncode == 0, done.stdout + done.stderr
+    p = shared_sandbox.portfolio
+    with backend.open() as warehouse:
+        deps = warehouse.read("dependencies")
+    stored = set(zip(deps["predecessor_uid"], deps["successor_uid"]))
+    for mechanism in (LINK_REMOTE, LINK_ATTACHMENT, LINK_CONFIG):
+        links = p.links_of(mechanism)
+        assert len(links) > 0
+        for k in links:
+            pair = (task_uid(p, int(p.link_pred[k])), task_uid(p, int(p.link_succ[k])))
+            assert pair in stored, (mechanism, pair)
+    assert not deps["predecessor_uid"].str.startswith("url:").any(), "every URL link names a task pmsync knows"
