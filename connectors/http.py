@@ -92,6 +92,14 @@ def backoff_delay(attempt: int, policy: RetryPolicy, retry_after: float | None =
     return random.uniform(ceiling / 2, ceiling)
 
 
+def retry_delay(policy: RetryPolicy, stats: RequestStats, attempt: int, retry_after: float | None, why: str) -> float:
+    """The wait before the next attempt, counted in `stats` and logged; the caller sleeps it (or awaits it)."""
+    delay = backoff_delay(attempt, policy, retry_after)
+    stats.add(retries=1, waited_s=delay)
+    log.info("retrying after %.2fs: %s", delay, why)
+    return delay
+
+
 def is_broken_json(body: bytes) -> bool:
     """True when a body that should be JSON does not parse (a truncated or malformed page)."""
     if not body:
@@ -163,10 +171,7 @@ class RetryingAdapter(HTTPAdapter):
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _wait(self, attempt: int, retry_after: float | None, why: str) -> None:
-        delay = backoff_delay(attempt, self.policy, retry_after)
-        self.stats.add(retries=1, waited_s=delay)
-        log.info("retrying after %.2fs: %s", delay, why)
-        self.sleep(delay)
+        self.sleep(retry_delay(self.policy, self.stats, attempt, retry_after, why))
 
 
 class Pacer:
