@@ -4,7 +4,7 @@ VENV := .venv
 UV := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: install test demo bench bench-full lint clean browser
+.PHONY: install test demo bench bench-full bench-peers lint clean browser
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	test -x $(VENV)/bin/pip || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,24 @@ browser:
 	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
 		&& (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium is not installed and cannot be here: the browser tests will be skipped"; }
+
+# The Singer taps, each in its own venv under bench/peers/.venvs/, timed against pmsync on the same sandbox data.
+PEER_TAPS := tap-jira tap-asana tap-trello
+PEERS_SIZE ?= 2000
+bench-peers: install
+	for tap in $(PEER_TAPS); do \
+	  test -x bench/peers/.venvs/$$tap/bin/$$tap || ( $(PYTHON) -m venv bench/peers/.venvs/$$tap && \
+	    bench/peers/.venvs/$$tap/bin/pip install --quiet --disable-pip-version-check \
+	      -r bench/peers/requirements-$$tap.txt ) || exit 1; \
+	done
+	$(VENV)/bin/python bench/peers/run.py --size $(PEERS_SIZE) --latency-ms 50
+
+# Every stage against the sandbox (50 ms latency, vendor rate limits): 10,000 tasks, or 10,000 to 1,000,000.
+bench: install
+	$(VENV)/bin/python bench/run.py --quick
+
+bench-full: install
+	$(VENV)/bin/python bench/run.py
 
 lint: install
 	$(VENV)/bin/ruff check .

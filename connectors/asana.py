@@ -23,10 +23,16 @@ plus one subtasks request per task with subtasks, plus one stories request per t
 project 1 project read + events pages (100 events each) + listing pages of changed tasks, plus one stories
 request per changed task and one task read per changed hidden subtask. Census = listing pages (ids only) plus one
 subtasks request per parent whose subtasks are not all listed in a configured project.
+
+Write-back: pmsync's custom fields are found by name in the workspace (read once per push); a task "has them"
+when it is listed in a configured project whose custom field settings hold them (settings read once per project,
+listings of gids once per project that has them). Subtasks, which Asana lists in no project, are skipped. Writes
+are one `PUT /tasks/{gid}` per task, one `POST /status_updates` per health change, one task per portfolio item.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +45,7 @@ import orjson
 import urllib3
 from asana.rest import ApiException
 
-from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord
+from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord, Write, WriteResult
 from connectors.http import RetryPolicy, backoff_delay, parse_retry_after
 from pmsync.config import AsanaConnection
 from pmsync.errors import ConnectionFailed
@@ -146,6 +152,99 @@ def is_project_member(task: dict[str, Any], projects: set[str]) -> bool:
                if isinstance(m, dict))
 
 
+# -- write-back helpers (pure) --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One of pmsync's custom fields as `pmsync push --setup` creates it."""
+
+    name: str
+    subtype: str
+    description: str
+
+
+@dataclass(frozen=True)
+class FieldDefinition:
+    """One of pmsync's custom fields as the workspace has it: its gid, type and (enum) option gids by name."""
+
+    gid: str
+    name: str
+    subtype: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+STATES = ("done_on_time", "done_late", "late", "at_risk", "on_track", "unscheduled")
+PMSYNC_FIELDS = {
+    "slip_days": FieldSpec("pmsync slip days", "number", "Forecast finish minus baseline due, in days (pmsync)."),
+    "forecast_finish": FieldSpec("pmsync forecast finish", "date", "When pmsync forecasts the task finishes."),
+    "state": FieldSpec("pmsync state", "enum", "pmsync's schedule state of the task."),
+}
+HEALTH_STATUS = {"green": "on_track", "amber": "at_risk", "red": "off_track"}
+ITEM_MARK = "pmsync portfolio item"
+SOURCE_LINE = "Source: "
+
+
+def pmsync_fields(listed: Iterable[dict[str, Any]]) -> dict[str, FieldDefinition]:
+    """pmsync's fields among a workspace's custom fields, by meaning; matched by name, case-insensitively."""
+    by_name = {spec.name.lower(): meaning for meaning, spec in PMSYNC_FIELDS.items()}
+    found: dict[str, FieldDefinition] = {}
+    for custom in listed:
+        meaning = by_name.get(str(custom.get("name") or "").lower())
+        if meaning is None or meaning in found:
+            continue
+        options = {str(o.get("name")): str(o.get("gid")) for o in custom.get("enum_options") or ()
+                   if isinstance(o, dict)}
+        found[meaning] = FieldDefinition(str(custom["gid"]), str(custom.get("name")),
+                                         str(custom.get("resource_subtype") or ""), options)
+    return found
+
+
+def field_value(definition: FieldDefinition, value: Any) -> Any:
+    """A payload value as Asana's `custom_fields` takes it for this field: a number, `{"date": ...}` (or the
+    day as text where the field is a text field), an enum option gid; None clears the field."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if definition.subtype == "number":
+        return float(value)
+    if definition.subtype == "date":
+        return {"date": str(value)[:10]}
+    if definition.subtype == "enum":
+        return definition.options.get(str(value))
+    return str(value)
+
+
+def item_identity(payload: dict[str, Any]) -> str:
+    """What names a portfolio item's source in its text: the source's link, else its title."""
+    return str(payload.get("url") or payload.get("title") or "")
+
+
+def portfolio_notes(payload: dict[str, Any]) -> str:
+    """A portfolio task's notes: health, forecast, slip and the link to the source, then pmsync's mark."""
+    def shown(key: str) -> str:
+        value = payload.get(key)
+        return "—" if value is None else str(value)
+    return "\n".join([
+        f"Health: {shown('health')}",
+        f"State: {shown('state')}",
+        f"Forecast finish: {shown('forecast_finish')} (baseline {shown('baseline_due')})",
+        f"Slip days: {shown('slip_days')}",
+        f"{SOURCE_LINE}{item_identity(payload)}",
+        "",
+        f"{ITEM_MARK} ({payload.get('kind') or 'item'} in {payload.get('tool') or 'a tool'}): kept up to date by "
+        "pmsync; edits here are overwritten.",
+    ])
+
+
+def identity_in_notes(notes: str) -> str | None:
+    """The source a task's notes name, when pmsync wrote them (they carry its mark); else None."""
+    if ITEM_MARK not in notes:
+        return None
+    for line in notes.splitlines():
+        if line.startswith(SOURCE_LINE):
+            return line[len(SOURCE_LINE):].strip() or None
+    return None
+
+
 @dataclass
 class Watermark:
     """The latest `modified_at` delivered and the gids delivered at exactly that instant."""
@@ -223,6 +322,7 @@ class AsanaConnector(Connector):
     """One Asana workspace and its configured projects."""
 
     tool = "asana"
+    write_targets = ("asana.custom_fields", "asana.status_update", "portfolio.item", "portfolio.archive")
 
     def __init__(
         self,
@@ -258,8 +358,18 @@ class AsanaConnector(Connector):
         self.events_api = asana.EventsApi(self.client)
         self.projects_api = asana.ProjectsApi(self.client)
         self.users_api = asana.UsersApi(self.client)
+        self.fields_api = asana.CustomFieldsApi(self.client)
+        self.field_settings_api = asana.CustomFieldSettingsApi(self.client)
+        self.status_api = asana.StatusUpdatesApi(self.client)
         self._pool: ThreadPoolExecutor | None = None
         self._fresh_tokens: dict[str, str] = {}
+        # What write-back looked up, once per connector (a push builds its own connector); a push writes from
+        # several threads, so lookups are made under one lock.
+        self._lookups = threading.RLock()
+        self._pmsync_fields: dict[str, FieldDefinition] | None = None
+        self._project_fields: dict[str, set[str]] = {}
+        self._task_projects: dict[str, str] | None = None
+        self._portfolio: dict[str, dict[str, str]] = {}
 
     @classmethod
     def from_config(cls, conn: AsanaConnection) -> AsanaConnector:
@@ -354,6 +464,202 @@ class AsanaConnector(Connector):
             pool.close()
             pool.join()
             del self.client.pool
+
+    # -- write-back -------------------------------------------------------------------------------------------
+    def setup_writeback(self, containers: list[str]) -> list[str]:
+        """Create pmsync's three workspace custom fields (once: reused by name, missing state options added)
+        and add them to each project in `containers`; one line per thing created."""
+        created: list[str] = []
+        fields = self._ensure_workspace_fields(created)
+        for project in containers:
+            present = self._project_field_gids(project)
+            for meaning, spec in PMSYNC_FIELDS.items():
+                if fields[meaning].gid in present:
+                    continue
+                body = {"data": {"custom_field": fields[meaning].gid, "is_important": True}}
+                self._call(f"adding custom field {spec.name!r} to project {project}",
+                           lambda body=body, project=project: self.projects_api.add_custom_field_setting_for_project(
+                               body, project, {"opt_fields": "gid"}, **self._kw()))
+                created.append(f"asana project {project}: added custom field {spec.name!r}")
+            self._project_fields.pop(project, None)
+        self._task_projects = None
+        return created
+
+    def write(self, write: Write) -> WriteResult:
+        """Put one pmsync value in Asana (targets: see `write_targets`). Custom fields go only where the task's
+        project has pmsync's fields; anything else of the task is left alone."""
+        if write.target == "asana.custom_fields":
+            return self._write_custom_fields(write)
+        if write.target == "asana.status_update":
+            return self._write_status_update(write)
+        if write.target == "portfolio.item":
+            return self._write_portfolio_item(write)
+        if write.target == "portfolio.archive":
+            return self._archive_portfolio_item(write)
+        return super().write(write)
+
+    def _write_custom_fields(self, write: Write) -> WriteResult:
+        project = self._project_of_task(write.native_id)
+        values = self._field_values(write.payload, project) if project else {}
+        if not values:  # a subtask, or a project without pmsync's fields: nothing pmsync may write there
+            return WriteResult(write.remote_ref)
+        body = {"data": {"custom_fields": values}}
+        try:
+            self._call(f"writing pmsync's custom fields on task {write.native_id}",
+                       lambda: self.tasks_api.update_task(body, write.native_id, {"opt_fields": "gid"}, **self._kw()),
+                       missing_ok=True)
+        except _Missing:
+            log.info("task %s is gone; its custom fields are not written", write.native_id)
+        return WriteResult(write.remote_ref)
+
+    def _write_status_update(self, write: Write) -> WriteResult:
+        """A new status update on the project (status updates are a timeline: each health change adds one)."""
+        status_type = HEALTH_STATUS.get(str(write.payload.get("health") or ""))
+        if status_type is None:
+            return WriteResult(write.remote_ref)
+        text = str(write.payload.get("text") or f"Project health is {write.payload['health']}.")
+        body = {"data": {"parent": write.native_id, "status_type": status_type,
+                         "title": f"pmsync: schedule health {write.payload['health']}", "text": text}}
+        created = self._call(f"posting a status update on project {write.native_id}",
+                             lambda: self.status_api.create_status_for_object(body, {"opt_fields": "gid"},
+                                                                               **self._kw()))
+        return WriteResult((created.get("data") or {}).get("gid"))
+
+    def _write_portfolio_item(self, write: Write) -> WriteResult:
+        """The item's task in the container project, updated in place (found by remote_ref, else by the
+        source link in the notes of a task pmsync made), else created."""
+        container = write.native_id
+        fields = {"name": str(write.payload.get("title") or "(untitled)"), "notes": portfolio_notes(write.payload),
+                  "completed": False}
+        values = self._field_values(write.payload, container)
+        if values:
+            fields["custom_fields"] = values
+        gid = write.remote_ref or self._portfolio_tasks(container).get(item_identity(write.payload))
+        if gid is not None:
+            try:
+                self._call(f"updating portfolio task {gid}", lambda: self.tasks_api.update_task(
+                    {"data": fields}, gid, {"opt_fields": "gid"}, **self._kw()), missing_ok=True)
+                return WriteResult(gid)
+            except _Missing:
+                log.info("portfolio task %s was deleted; creating it again", gid)
+        body = {"data": {**fields, "projects": [container]}}
+        created = self._call(f"creating a portfolio task in project {container}",
+                             lambda: self.tasks_api.create_task(body, {"opt_fields": "gid"}, **self._kw()))
+        gid = (created.get("data") or {}).get("gid")
+        self._portfolio_tasks(container)[item_identity(write.payload)] = gid
+        return WriteResult(gid)
+
+    def _archive_portfolio_item(self, write: Write) -> WriteResult:
+        """Mark the item's task completed (it stays in the project's history; the planner names it in the
+        payload's `item`); a task already gone is fine."""
+        gid = write.remote_ref or write.payload.get("item")
+        if not gid:
+            return WriteResult(None)
+        try:
+            self._call(f"archiving portfolio task {gid}", lambda: self.tasks_api.update_task(
+                {"data": {"completed": True}}, gid, {"opt_fields": "gid"}, **self._kw()), missing_ok=True)
+        except _Missing:
+            pass
+        return WriteResult(gid)
+
+    # -- write-back lookups (each read once per connector, i.e. once per push) --------------------------------
+    def _ensure_workspace_fields(self, created: list[str]) -> dict[str, FieldDefinition]:
+        found = self._workspace_fields()
+        before = len(created)
+        for meaning, spec in PMSYNC_FIELDS.items():
+            if meaning not in found:
+                data: dict[str, Any] = {"workspace": self._workspace_gid(), "name": spec.name,
+                                        "resource_subtype": spec.subtype, "description": spec.description}
+                if spec.subtype == "number":
+                    data["precision"] = 0
+                if spec.subtype == "enum":
+                    data["enum_options"] = [{"name": state} for state in STATES]
+                self._call(f"creating custom field {spec.name!r}", lambda data=data: self.fields_api.create_custom_field(
+                    {"data": data}, {"opt_fields": "gid"}, **self._kw()))
+                created.append(f"asana workspace {self._workspace_gid()}: created custom field {spec.name!r}")
+        state = self._workspace_fields(refresh=len(created) > before).get("state")
+        for name in STATES:
+            if state is not None and state.subtype == "enum" and name not in state.options:
+                self._call(f"adding option {name!r} to {state.name!r}", lambda name=name: (
+                    self.fields_api.create_enum_option_for_custom_field(
+                        state.gid, {"body": {"data": {"name": name}}, "opt_fields": "gid"}, **self._kw())))
+                created.append(f"asana custom field {state.name!r}: added option {name!r}")
+        return self._workspace_fields(refresh=len(created) > before)
+
+    def _workspace_fields(self, refresh: bool = False) -> dict[str, FieldDefinition]:
+        """pmsync's custom fields in the workspace, by meaning (slip_days, forecast_finish, state)."""
+        with self._lookups:
+            return self._workspace_fields_locked(refresh)
+
+    def _workspace_fields_locked(self, refresh: bool) -> dict[str, FieldDefinition]:
+        if self._pmsync_fields is None or refresh:
+            def fetch(opts: dict[str, Any]) -> Any:
+                return self.fields_api.get_custom_fields_for_workspace(self._workspace_gid(), opts, **self._kw())
+            listed = self._all_pages("listing the workspace's custom fields", fetch,
+                                     {"opt_fields": "name,resource_subtype,enum_options.name"})
+            self._pmsync_fields = pmsync_fields(listed)
+        return self._pmsync_fields
+
+    def _project_field_gids(self, project: str) -> set[str]:
+        """The custom field gids a project has (its custom field settings)."""
+        with self._lookups:
+            return self._project_field_gids_locked(project)
+
+    def _project_field_gids_locked(self, project: str) -> set[str]:
+        if project not in self._project_fields:
+            def fetch(opts: dict[str, Any]) -> Any:
+                return self.field_settings_api.get_custom_field_settings_for_project(project, opts, **self._kw())
+            settings = self._all_pages(f"reading the custom fields of project {project}", fetch,
+                                       {"opt_fields": "custom_field.gid"})
+            self._project_fields[project] = {str((s.get("custom_field") or {}).get("gid")) for s in settings}
+        return self._project_fields[project]
+
+    def _field_values(self, payload: dict[str, Any], project: str) -> dict[str, Any]:
+        """`custom_fields` of a task update: pmsync's fields the project has, with the payload's values."""
+        present = self._project_field_gids(project)
+        values = {}
+        for meaning, definition in self._workspace_fields().items():
+            if meaning in payload and definition.gid in present:
+                values[definition.gid] = field_value(definition, payload[meaning])
+        return values
+
+    def _project_of_task(self, gid: str) -> str | None:
+        """The configured project a task is listed in (subtasks are in none). The listings are read once, and
+        only for projects that have at least one pmsync field."""
+        with self._lookups:
+            return self._project_of_task_locked(gid)
+
+    def _project_of_task_locked(self, gid: str) -> str | None:
+        if self._task_projects is None:
+            wanted = {d.gid for d in self._workspace_fields().values()}
+            self._task_projects = {}
+            for project in self.projects:
+                if not wanted & self._project_field_gids(project):
+                    continue
+                for page, _ in self._listing_pages(project, None, "", ("gid",)):
+                    self._task_projects.update((task["gid"], project) for task in page)
+        return self._task_projects.get(gid)
+
+    def _portfolio_tasks(self, container: str) -> dict[str, str]:
+        """The tasks pmsync made in a portfolio container, by the source they show (read once)."""
+        with self._lookups:
+            return self._portfolio_tasks_locked(container)
+
+    def _portfolio_tasks_locked(self, container: str) -> dict[str, str]:
+        if container not in self._portfolio:
+            mine: dict[str, str] = {}
+            for page, _ in self._listing_pages(container, None, "", ("notes",)):
+                for task in page:
+                    identity = identity_in_notes(task.get("notes") or "")
+                    if identity:
+                        mine.setdefault(identity, task["gid"])
+            self._portfolio[container] = mine
+        return self._portfolio[container]
+
+    def _workspace_gid(self) -> str:
+        if not self.workspace:
+            raise ConnectionFailed(f"Asana connection {self.name} names no workspace; set workspace to its gid.")
+        return self.workspace
 
     # -- a project's batches ----------------------------------------------------------------------------------
     def _project_batches(self, project: str, state: PullCursor, last: bool) -> Iterator[Batch]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import threading
 import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ import orjson
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 from kiota_abstractions.api_error import APIError
+from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
 from kiota_http.middleware import (
     BodyInspectionHandler,
@@ -55,6 +57,10 @@ ERROR_MAP: dict[str, Any] = {"XXX": ODataError}
 
 class GraphNotFound(ConnectionFailed):
     """Graph answered 404: the plan, group, user or file named does not exist (or is not visible)."""
+
+
+class GraphPreconditionFailed(ConnectionFailed):
+    """Graph answered 412: the If-Match etag is no longer the resource's (someone changed it since it was read)."""
 
 
 class RequestBuilder(Protocol):
@@ -185,6 +191,7 @@ class GraphSession:
         self.policy = policy or RetryPolicy()
         self.who = who
         self._loop = asyncio.new_event_loop()
+        self._running = threading.Lock()  # write-back calls from several threads; one loop runs one at a time
         inner = httpx.AsyncHTTPTransport(verify=_ssl_context(verify))
         http = httpx.AsyncClient(transport=RetryingTransport(inner, self.policy, stats, pacer), timeout=TIMEOUT)
         http = GraphClientFactory.create_with_custom_middleware(kiota_middleware(), client=http)
@@ -221,7 +228,8 @@ class GraphSession:
     # -- running ----------------------------------------------------------------------------------------------
     def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         """Run one coroutine of this client to completion on the session's own loop."""
-        return self._loop.run_until_complete(coroutine)
+        with self._running:
+            return self._loop.run_until_complete(coroutine)
 
     def get_json(self, builder: RequestBuilder, doing: str, url: str | None = None) -> Any:
         """GET a resource through an SDK request builder (or the absolute `url`, e.g. an `@odata.nextLink`) and
@@ -235,6 +243,21 @@ class GraphSession:
         if url is not None:
             info.url = url
         return self.run(self._send(info, doing))
+
+    def send_json(self, method: str, builder: RequestBuilder, doing: str, body: dict[str, Any] | None = None,
+                  headers: dict[str, str] | None = None) -> Any:
+        """Send a write (PATCH, POST, DELETE) with a JSON body to the resource of an SDK request builder and
+        return the JSON Graph answered (None on 204). Headers such as If-Match and Prefer are sent as given; a 412
+        raises GraphPreconditionFailed, any other failure one ConnectionFailed sentence."""
+        info = builder.to_get_request_information()
+        info.http_method = Method[method.upper()]
+        for name, value in (headers or {}).items():
+            info.headers.try_add(name, value)
+        if body is not None:
+            info.headers.try_add("Content-Type", "application/json")
+            info.content = orjson.dumps(body)
+        answer = self.run(self._send(info, doing))
+        return orjson.loads(answer) if answer else None
 
     async def _send(self, info: RequestInformation, doing: str) -> bytes:
         try:
@@ -273,6 +296,9 @@ class GraphSession:
                 f"{self.tool} at {self.api_url} denied {self.who} access during {doing}; grant the app "
                 "Tasks.Read.All, Files.Read.All and User.Read.All (or share the plans and files with it)."
             )
+        if status == 412:
+            return GraphPreconditionFailed(f"{self.tool} at {self.api_url} refused a stale If-Match etag during "
+                                           f"{doing}; the item changed meanwhile.")
         if status == 404:
             return GraphNotFound(f"{self.tool} at {self.api_url} found nothing for {doing}; check the "
                                  "connection's plans, groups or files.")

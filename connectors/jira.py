@@ -26,10 +26,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jira
+import orjson
 import requests
 from jira.exceptions import JIRAError
 
-from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord
+from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord, Write, WriteResult
 from connectors.http import Pacer, RetryPolicy, mount_retrying, pacer_for, policy_for
 from mappings.mapping import load_mapping
 from pmsync.config import JiraConnection
@@ -50,6 +51,7 @@ BLOCKING_RELATIONSHIPS = frozenset({"is blocked by", "blocked by", "depends on",
 CONNECTOR_FIELDS = ("issuelinks", "updated", "assignee")
 JIRA_TIME = "%Y-%m-%dT%H:%M:%S.%f%z"
 JQL_TIME = "%Y/%m/%d %H:%M"
+SCHEDULE_PROPERTY = "pmsync.schedule"
 
 
 # -- pure helpers ---------------------------------------------------------------------------------------------
@@ -326,6 +328,96 @@ class JiraConnector(Connector):
             self._pool.shutdown(wait=True)
             self._pool = None
         self.client.close()
+
+    # -- write-back -------------------------------------------------------------------------------------------
+    write_targets = ("jira.property", "jira.labels", "jira.comment", "jira.custom_fields")
+    writeback_fields: dict[str, str] = {}  # meaning -> custom field id, from `use_writeback`
+
+    def use_writeback(self, settings: Any) -> None:
+        """Take the connection's write-back settings: the custom field ids `setup_writeback` checks."""
+        fields = getattr(settings, "custom_fields", None)
+        self.writeback_fields = dict(fields) if isinstance(fields, dict) else {}
+
+    def write(self, write: Write) -> WriteResult:
+        """Put one pmsync-owned value on an issue (see writeback/targets.py); raises ConnectionFailed on failure.
+        Only pmsync's property, its own labels, its own comment and the configured custom fields are touched."""
+        writers = {"jira.property": self._write_property, "jira.labels": self._write_labels,
+                   "jira.comment": self._write_comment, "jira.custom_fields": self._write_custom_fields}
+        if write.target not in writers:
+            raise NotImplementedError(f"jira cannot write {write.target}")
+        return writers[write.target](write)
+
+    def setup_writeback(self, containers: list[str]) -> list[str]:
+        """Jira needs nothing created: the issue property, labels and comments need no setup. Configured custom
+        fields must exist already (Jira admins create them); `GET /field` checks they do."""
+        fields = self.writeback_fields
+        if not fields:
+            return ["Jira needs nothing created for write-back (issue property, labels and comments need no setup)."]
+        known = {f.get("id"): f.get("name") for f in self._get("field", None, "reading the field list") or ()}
+        missing = [f"{meaning} ({field_id})" for meaning, field_id in fields.items() if field_id not in known]
+        if missing:
+            raise ConnectionFailed(
+                f"Jira at {self.url} has no custom field for {', '.join(missing)}; create it in Jira's admin "
+                "settings, or fix writeback.custom_fields in pmsync.yaml."
+            )
+        return [f"Jira field {field_id} ({known[field_id]}) takes {meaning}; nothing to create."
+                for meaning, field_id in fields.items()]
+
+    def _write_property(self, write: Write) -> WriteResult:
+        self._send("PUT", f"issue/{write.native_id}/properties/{SCHEDULE_PROPERTY}", write.payload,
+                   f"writing the {SCHEDULE_PROPERTY} property of issue {write.native_id}")
+        return WriteResult()
+
+    def _write_labels(self, write: Write) -> WriteResult:
+        # Add/remove operations touch only these labels, whatever else the issue carries.
+        operations = ([{"add": label} for label in write.payload.get("add", ())]
+                      + [{"remove": label} for label in write.payload.get("remove", ())])
+        self._send("PUT", f"issue/{write.native_id}", {"update": {"labels": operations}},
+                   f"updating the pmsync labels of issue {write.native_id}")
+        return WriteResult()
+
+    def _write_custom_fields(self, write: Write) -> WriteResult:
+        field_ids = write.payload.get("field_ids") or {}
+        fields = {field_id: write.payload.get(meaning) for meaning, field_id in field_ids.items()}
+        self._send("PUT", f"issue/{write.native_id}", {"fields": fields},
+                   f"writing the pmsync custom fields of issue {write.native_id}")
+        return WriteResult()
+
+    def _write_comment(self, write: Write) -> WriteResult:
+        """Edit pmsync's comment in place; post it when there is none yet or a user deleted it."""
+        body = {"body": self.comment_body(str(write.payload.get("text") or ""))}
+        if write.remote_ref:
+            edited = self._send("PUT", f"issue/{write.native_id}/comment/{write.remote_ref}", body,
+                                f"editing pmsync's comment on issue {write.native_id}", missing_ok=True)
+            if edited is not None:
+                return WriteResult(remote_ref=write.remote_ref)
+        posted = self._send("POST", f"issue/{write.native_id}/comment", body,
+                            f"commenting on issue {write.native_id}")
+        assert posted is not None
+        return WriteResult(remote_ref=str(posted.json()["id"]))
+
+    def comment_body(self, text: str) -> Any:
+        """A comment body as this API version takes it: ADF for v3, a plain string for v2."""
+        if self.api_version == 2:
+            return text
+        return {"type": "doc", "version": 1,
+                "content": [{"type": "paragraph", "content": [{"type": "text", "text": text}]}]}
+
+    def _send(self, method: str, path: str, body: Any, doing: str,
+              missing_ok: bool = False) -> requests.Response | None:
+        """Send one write; None when `missing_ok` and Jira answers 404. Failures become one sentence."""
+        with self._speaking(doing):
+            try:
+                return self.client._session.request(method, self.client._get_url(path), data=orjson.dumps(body))
+            except JIRAError as exc:
+                if exc.status_code == 404 and missing_ok:
+                    return None
+                if exc.status_code in (400, 404):
+                    raise ConnectionFailed(
+                        f"Jira at {self.url} rejected {doing}: {_messages(exc.response) or f'HTTP {exc.status_code}'}"
+                        "; check the connection's write-back settings."
+                    ) from None
+                raise
 
     # -- pieces -----------------------------------------------------------------------------------------------
     def zone(self) -> ZoneInfo:

@@ -20,20 +20,30 @@ buckets of each plan that has emitted tasks, one per page of tasks, and one `/us
 of emitted tasks not yet resolved by this connector. The census reuses the ids of a pull's complete listing, so
 it costs nothing after a pull. Task details (description, checklist, references) are one request per task and
 are not read: references that point at another tool's task are therefore not turned into links.
+
+Write-back (`write`, `setup_writeback`): two of the plan's 25 category slots are named "pmsync: late" and
+"pmsync: at risk" (category20 and category21 unless taken) and applied or cleared on each task; the task details'
+description gets a pmsync block between BLOCK_START and BLOCK_END lines, the rest of the description left as the
+user wrote it. A Planner plan as portfolio view gets one task per project and milestone (remote_ref = its id),
+archived as percentComplete 100 plus the title prefix "[archived] " (Planner has no archive). Every PATCH reads
+the resource first and sends its ETag in If-Match; on 412 it reads again and retries (STALE_RETRIES times). A
+write whose values are already there sends no PATCH.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.base import Batch, Connector, PersonRecord, ProjectRecord
-from connectors.graph import GraphNotFound, GraphSession
+from connectors.base import Batch, Connector, PersonRecord, ProjectRecord, Write, WriteResult
+from connectors.graph import GraphNotFound, GraphPreconditionFailed, GraphSession, RequestBuilder
 from connectors.http import RequestStats
 from pmsync.config import PlannerConnection
+from pmsync.errors import ConnectionFailed
 
 log = logging.getLogger("pmsync.connectors.planner")
 
@@ -42,6 +52,16 @@ KEY_CHARS = 10
 DIGEST_CHARS = 6
 ENTRY_CHARS = KEY_CHARS + DIGEST_CHARS
 PLANNER_WEB = "https://planner.cloud.microsoft/webui/plan/{plan}/view/board/task/{task}"
+
+LATE_CATEGORY = "pmsync: late"
+AT_RISK_CATEGORY = "pmsync: at risk"
+PREFERRED_SLOTS = {LATE_CATEGORY: "category20", AT_RISK_CATEGORY: "category21"}
+CATEGORY_SLOTS = tuple(f"category{n}" for n in range(1, 26))
+BLOCK_START = "— pmsync schedule —"
+BLOCK_END = "— end pmsync —"
+ARCHIVED_PREFIX = "[archived] "
+SOURCE_LABEL = "Source"
+STALE_RETRIES = 2
 
 
 # -- pure helpers ---------------------------------------------------------------------------------------------
@@ -95,6 +115,124 @@ def first_assignee(task: dict[str, Any]) -> str | None:
     return found[0] if found else None
 
 
+@dataclass(frozen=True)
+class CategoryKeys:
+    """The plan's category slots that mean late and at risk (e.g. category20, category21)."""
+
+    late: str
+    at_risk: str
+
+    def applied(self, late: bool, at_risk: bool) -> dict[str, bool]:
+        return {self.late: bool(late), self.at_risk: bool(at_risk)}
+
+
+def pick_category_slots(descriptions: dict[str, Any]) -> tuple[CategoryKeys, dict[str, str]]:
+    """The slots for pmsync's categories, and the categoryDescriptions PATCH that names them ({} when they are
+    already named). A slot already named so is reused; else the preferred slot when unnamed, else the highest
+    unnamed one. ValueError when all 25 are taken."""
+    named = {label: key for key, label in descriptions.items() if key in CATEGORY_SLOTS and label}
+    taken = set(named.values())
+    chosen: dict[str, str] = {}
+    patch: dict[str, str] = {}
+    for label in (LATE_CATEGORY, AT_RISK_CATEGORY):
+        key = named.get(label)
+        if key is None:
+            free = [slot for slot in reversed(CATEGORY_SLOTS) if slot not in taken]
+            if not free:
+                raise ValueError(f"all 25 categories are named; clear one for {label!r}")
+            key = PREFERRED_SLOTS[label] if PREFERRED_SLOTS[label] not in taken else free[0]
+            patch[key] = label
+            taken.add(key)
+        chosen[label] = key
+    return CategoryKeys(chosen[LATE_CATEGORY], chosen[AT_RISK_CATEGORY]), patch
+
+
+def applied_categories(task: dict[str, Any]) -> dict[str, bool]:
+    """The categories applied on a task, as {slot: True}."""
+    return {key: True for key, on in (task.get("appliedCategories") or {}).items()
+            if on and not key.startswith("@odata.")}
+
+
+def categories_patch(task: dict[str, Any], wanted: dict[str, bool]) -> dict[str, bool]:
+    """The appliedCategories entries that differ from `wanted` (only pmsync's slots are ever named)."""
+    current = applied_categories(task)
+    return {key: on for key, on in wanted.items() if bool(current.get(key)) != on}
+
+
+def with_schedule_block(description: str | None, text: str) -> str:
+    """The description with pmsync's block (BLOCK_START ... BLOCK_END) replaced by `text`, or appended after a
+    blank line when there is none. Everything outside the block stays exactly as it was."""
+    description = description or ""
+    block = f"{BLOCK_START}\n{text.strip()}\n{BLOCK_END}"
+    start = description.find(BLOCK_START)
+    end = description.find(BLOCK_END, start) if start >= 0 else -1
+    if start >= 0 and end >= 0:
+        return description[:start] + block + description[end + len(BLOCK_END):]
+    if not description.strip():
+        return block
+    return description.rstrip("\n") + "\n\n" + block
+
+
+def outside_block(description: str | None) -> str:
+    """The user's part of a description: everything but pmsync's block and the blank line before it."""
+    description = description or ""
+    start = description.find(BLOCK_START)
+    end = description.find(BLOCK_END, start) if start >= 0 else -1
+    if start < 0 or end < 0:
+        return description
+    before = description[:start]
+    if before.endswith("\n\n"):
+        before = before[:-2]
+    return before + description[end + len(BLOCK_END):]
+
+
+def schedule_text(payload: dict[str, Any]) -> str:
+    """The block's lines for a payload: its `text` when the planner wrote one, else its schedule values."""
+    if payload.get("text"):
+        return str(payload["text"])
+    labels = (("state", "State"), ("health", "Health"), ("forecast_finish", "Forecast finish"),
+              ("baseline_due", "Baseline due"), ("slip_days", "Slip (days)"), ("url", SOURCE_LABEL))
+    return "\n".join(f"{label}: {payload[key]}" for key, label in labels if payload.get(key) is not None)
+
+
+def due_date_time(day: str | None) -> str | None:
+    """A YYYY-MM-DD day as Planner's dueDateTime (midnight UTC); None stays None."""
+    return f"{day[:10]}T00:00:00Z" if day else None
+
+
+def item_fields(task: dict[str, Any] | None, payload: dict[str, Any], keys: CategoryKeys) -> dict[str, Any]:
+    """The fields of a portfolio item task that differ from what `payload` asks ({} when it is up to date);
+    every field when `task` is None (a new item). An archived item that comes back is reopened."""
+    title = str(payload.get("title") or "pmsync item")
+    due = due_date_time(payload.get("forecast_finish"))
+    health = payload.get("health")
+    wanted = keys.applied(health == "red", health == "amber")
+    if task is None:
+        return {"title": title, "dueDateTime": due, "appliedCategories": wanted}
+    fields: dict[str, Any] = {}
+    if task.get("title") != title:
+        fields["title"] = title
+    if (task.get("dueDateTime") or "")[:10] != (due or "")[:10]:
+        fields["dueDateTime"] = due
+    categories = categories_patch(task, wanted)
+    if categories:
+        fields["appliedCategories"] = categories
+    if str(task.get("title") or "").startswith(ARCHIVED_PREFIX) and task.get("percentComplete") == 100:
+        fields["percentComplete"] = 0
+    return fields
+
+
+def archive_fields(task: dict[str, Any]) -> dict[str, Any]:
+    """The fields that archive a portfolio item task ({} when it is archived already)."""
+    fields: dict[str, Any] = {}
+    title = str(task.get("title") or "")
+    if not title.startswith(ARCHIVED_PREFIX):
+        fields["title"] = ARCHIVED_PREFIX + title
+    if task.get("percentComplete") != 100:
+        fields["percentComplete"] = 100
+    return fields
+
+
 @dataclass
 class PlanCursor:
     """The committed digests of every plan, updated task by task as a pull commits them."""
@@ -138,6 +276,7 @@ class PlannerConnector(Connector):
     """The configured Planner plans (and every plan of the configured groups) of one tenant."""
 
     tool = "planner"
+    write_targets = ("planner.categories", "planner.details", "portfolio.item", "portfolio.archive")
 
     def __init__(self, name: str, session: GraphSession, plans: list[str], groups: list[str] | None = None) -> None:
         super().__init__(name)
@@ -148,6 +287,10 @@ class PlannerConnector(Connector):
         self._plans: list[dict[str, Any]] | None = None
         self._users: dict[str, PersonRecord] = {}
         self._listed: set[str] | None = None
+        self._category_keys: dict[str, CategoryKeys] = {}
+        self._categories_lock = threading.Lock()
+        self._container_titles: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self._items_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, conn: PlannerConnection) -> PlannerConnector:
@@ -204,6 +347,160 @@ class PlannerConnector(Connector):
 
     def close(self) -> None:
         self.session.close()
+
+    # -- write-back -------------------------------------------------------------------------------------------
+    def write(self, write: Write) -> WriteResult:
+        """Put one owned value in Planner (targets in `write_targets`), with If-Match ETags read just before;
+        nothing is sent when the value is already there. Raises ConnectionFailed on failure."""
+        writers: dict[str, Callable[[Write], WriteResult]] = {
+            "planner.categories": self._write_categories,
+            "planner.details": self._write_details,
+            "portfolio.item": self._write_item,
+            "portfolio.archive": self._archive_item,
+        }
+        if write.target not in writers:
+            raise NotImplementedError(f"planner cannot write {write.target}")
+        return writers[write.target](write)
+
+    def setup_writeback(self, containers: list[str]) -> list[str]:
+        """Name pmsync's two categories in each plan (the configured plans when `containers` is empty); one line
+        per category named, none for categories already named so."""
+        lines: list[str] = []
+        for plan_id in containers or [plan["id"] for plan in self.plans()]:
+            self._category_keys.pop(plan_id, None)
+            lines.extend(self.ensure_categories(plan_id))
+        return lines
+
+    def ensure_categories(self, plan_id: str) -> list[str]:
+        """Find (or name) the plan's pmsync categories and remember them; one line per category named."""
+        found: dict[str, Any] = {}
+
+        def change(details: dict[str, Any]) -> dict[str, Any] | None:
+            try:
+                keys, patch = pick_category_slots(details.get("categoryDescriptions") or {})
+            except ValueError as exc:
+                raise ConnectionFailed(f"{TOOL_LABEL} plan {plan_id}: {exc}.") from None
+            found["keys"], found["patch"] = keys, patch
+            return {"categoryDescriptions": patch} if patch else None
+
+        builder = self.session.client.planner.plans.by_planner_plan_id(plan_id).details
+        self.patch_fresh(builder, f"the details of plan {plan_id}", change, representation=False)
+        self._category_keys[plan_id] = found["keys"]
+        return [f"plan {plan_id}: named {key} {label!r}" for key, label in found["patch"].items()]
+
+    def category_keys(self, plan_id: str) -> CategoryKeys:
+        """The plan's pmsync category slots, named on first use if `--setup` has not named them."""
+        with self._categories_lock:  # writes run on several threads; name a plan's categories once
+            if plan_id not in self._category_keys:
+                self.ensure_categories(plan_id)
+            return self._category_keys[plan_id]
+
+    def patch_fresh(self, builder: RequestBuilder, what: str, change: Callable[[dict[str, Any]], dict[str, Any] | None],
+                    representation: bool = True, read: dict[str, Any] | None = None) -> dict[str, Any]:
+        """GET a resource (or take `read`, just read), ask `change` for the PATCH body it needs (None: nothing to
+        do) and PATCH it with the ETag read; on 412 read again and retry, STALE_RETRIES times. Returns the resource
+        as it now is (as read, when nothing was sent)."""
+        for attempt in range(STALE_RETRIES + 1):
+            current = read if read is not None and attempt == 0 else self.session.get_json(builder, f"reading {what}")
+            body = change(current)
+            if not body:
+                return current
+            headers = {"If-Match": current["@odata.etag"]}
+            if representation:
+                headers["Prefer"] = "return=representation"
+            try:
+                return self.session.send_json("PATCH", builder, f"updating {what}", body, headers) or current
+            except GraphPreconditionFailed:
+                if attempt == STALE_RETRIES:
+                    raise
+                log.info("%s changed since it was read (412); reading it again", what)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _task_builder(self, task_id: str) -> RequestBuilder:
+        return self.session.client.planner.tasks.by_planner_task_id(task_id)
+
+    def _write_categories(self, write: Write) -> WriteResult:
+        plan_of: dict[str, str] = {}
+
+        def change(task: dict[str, Any]) -> dict[str, Any] | None:
+            plan_of["id"] = task["planId"]
+            keys = self.category_keys(task["planId"])
+            wanted = keys.applied(bool(write.payload.get("late")), bool(write.payload.get("at_risk")))
+            patch = categories_patch(task, wanted)
+            return {"appliedCategories": patch} if patch else None
+
+        self.patch_fresh(self._task_builder(write.native_id), f"task {write.native_id}", change)
+        return WriteResult()
+
+    def _write_details(self, write: Write) -> WriteResult:
+        self._write_block(write.native_id, schedule_text(write.payload))
+        return WriteResult()
+
+    def _write_block(self, task_id: str, text: str) -> None:
+        def change(details: dict[str, Any]) -> dict[str, Any] | None:
+            description = with_schedule_block(details.get("description"), text)
+            return {"description": description} if description != (details.get("description") or "") else None
+
+        self.patch_fresh(self._task_builder(task_id).details, f"the details of task {task_id}", change,
+                         representation=False)
+
+    def _own_item(self, task_id: str | None, plan_id: str) -> dict[str, Any] | None:
+        """The task `task_id` when it is a live task of the container plan (an item pmsync made there)."""
+        if not task_id:
+            return None
+        try:
+            task = self.session.get_json(self._task_builder(task_id), f"reading portfolio item {task_id}")
+        except GraphNotFound:
+            return None
+        return task if task.get("planId") == plan_id else None
+
+    def _write_item(self, write: Write) -> WriteResult:
+        plan_id, payload = write.native_id, write.payload
+        keys = self.category_keys(plan_id)
+        task = self._own_item(write.remote_ref, plan_id) or self._unrecorded_item(plan_id, payload)
+        if task is not None:
+            task_id = task["id"]
+            self.patch_fresh(self._task_builder(task_id), f"portfolio item {task_id}",
+                             lambda task: item_fields(task, payload, keys) or None, read=task)
+        else:  # new, or deleted by a user: make it (again)
+            body = {"planId": plan_id, **item_fields(None, payload, keys)}
+            task_id = self.session.send_json("POST", self.session.client.planner.tasks,
+                                             f"creating a portfolio item in plan {plan_id}", body)["id"]
+        self._write_block(task_id, schedule_text(payload))
+        return WriteResult(remote_ref=task_id)
+
+    def _unrecorded_item(self, plan_id: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """An item pmsync made in the container whose id the ledger never got (a push stopped between the create
+        and its ledger row): a task with the item's title whose pmsync block names the item's source link. Each
+        is taken once. The container is listed once per connector, on the first item that has no live task."""
+        title, url = str(payload.get("title") or ""), payload.get("url")
+        if not url:
+            return None  # nothing tells two same-named items apart
+        with self._items_lock:
+            if plan_id not in self._container_titles:
+                listing: dict[str, list[dict[str, Any]]] = {}
+                for page in self._task_pages(plan_id):
+                    for task in page:
+                        listing.setdefault(str(task.get("title") or ""), []).append(task)
+                self._container_titles[plan_id] = listing
+            candidates = self._container_titles[plan_id].get(title, [])
+            for task in list(candidates):
+                details = self.session.get_json(self._task_builder(task["id"]).details,
+                                                f"reading the details of task {task['id']}")
+                block = (details.get("description") or "").partition(BLOCK_START)[2]
+                if f"{SOURCE_LABEL}: {url}\n" in block:
+                    candidates.remove(task)
+                    return task
+        return None
+
+    def _archive_item(self, write: Write) -> WriteResult:
+        item_id = write.remote_ref or write.payload.get("item")
+        task = self._own_item(item_id, write.native_id)
+        if task is None:
+            return WriteResult(remote_ref=item_id)  # gone already: nothing of pmsync's is left to archive
+        self.patch_fresh(self._task_builder(task["id"]), f"portfolio item {task['id']}",
+                         lambda task: archive_fields(task) or None, read=task)
+        return WriteResult(remote_ref=task["id"])
 
     # -- pieces -----------------------------------------------------------------------------------------------
     def plans(self) -> list[dict[str, Any]]:

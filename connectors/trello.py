@@ -17,11 +17,16 @@ always complete. Deleted cards are found by the census.
 Costs: full pull = per board 1 (lists, members, custom fields) + action pages + card pages, plus `members/me`.
 Incremental pull = per board 1 actions request, then for boards with changes 1 board request + 1 per touched
 card, plus `members/me`.
+
+Write-back: pmsync's custom fields are found by name on each board, and a card's board from one id listing per
+board (both read once per push). Writes are one `PUT .../customField/{id}/item` per field, one comment posted
+once and then edited, and on a portfolio board one card per item in its health's list, plus its field items.
 """
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -34,7 +39,7 @@ import requests
 from trello import TrelloClient
 from trello.exceptions import ResourceUnavailable, Unauthorized
 
-from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord
+from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord, Write, WriteResult
 from connectors.http import BudgetPacer, RetryPolicy, mount_retrying
 from mappings.mapping import load_mapping
 from mappings.urls import URL_PATTERNS
@@ -51,6 +56,32 @@ REPULL_AT = 250  # touched cards on one board from which re-listing the whole bo
 TIMEOUT_S = 60.0
 TOKEN_BUDGET = (90, 10.0)  # requests per seconds: under Trello's 100 / 10 s per token, leaving room for others
 NO_ACTION = "0" * 24  # a cursor for a board with no actions yet: every action id is after it
+# Action ids begin with their creation second, but ids made within one second (or by different servers) are not
+# ordered by time: a board is re-asked for this much before its newest action, and the actions already seen in
+# that window are remembered in the cursor and skipped.
+OVERLAP_S = 120
+
+
+def action_second(action_id: str) -> int:
+    """The creation time of an action (or any Trello object) from its id, in epoch seconds."""
+    return int(action_id[:8], 16)
+
+
+def since_of(position: str) -> tuple[str, set[str]]:
+    """What to ask a board for (`since`, an id or a date) and which action ids in that window were seen."""
+    newest, _, recent = position.partition(";")
+    if newest == NO_ACTION:
+        return NO_ACTION, set()
+    start = datetime.fromtimestamp(max(0, action_second(newest) - OVERLAP_S), tz=UTC)
+    return start.strftime("%Y-%m-%dT%H:%M:%S.000Z"), {newest, *filter(None, recent.split(","))}
+
+
+def position_after(actions: list[dict[str, Any]], seen: set[str]) -> str:
+    """The cursor after reading `actions` (newest first): the newest id and the ids within the overlap window."""
+    ids = {a["id"] for a in actions} | seen
+    newest = max(ids, key=lambda i: (action_second(i), i))
+    window = sorted(i for i in ids if action_second(i) >= action_second(newest) - OVERLAP_S and i != newest)
+    return ";".join([newest, ",".join(window)]) if window else newest
 # Actions that change what pmsync reads of a card; an incremental pull re-reads the cards they touch.
 WATCHED_ACTIONS = (
     "createCard,updateCard,deleteCard,copyCard,moveCardToBoard,moveCardFromBoard,convertToCardFromCheckItem,"
@@ -254,6 +285,87 @@ def people(furniture: BoardFurniture, me: dict[str, Any] | None) -> list[PersonR
     return out
 
 
+# -- write-back helpers (pure) --------------------------------------------------------------------------------
+
+STATES = ("done_on_time", "done_late", "late", "at_risk", "on_track", "unscheduled")
+# pmsync's board custom fields: (name, Trello type, payload key).
+PMSYNC_FIELDS = (
+    ("pmsync slip days", "number", "slip_days"),
+    ("pmsync forecast finish", "date", "forecast_finish"),
+    ("pmsync state", "list", "state"),
+)
+HEALTH_LISTS = {"green": "Green", "amber": "Amber", "red": "Red"}
+NO_HEALTH_LIST = "No health yet"
+ITEM_MARK = "pmsync portfolio item"
+SOURCE_LINE = "Source: "
+FORECAST_HOUR = "T12:00:00.000Z"  # a day as an instant at noon UTC reads as that day in every office's zone
+
+
+def pmsync_board_fields(definitions: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """pmsync's custom fields among a board's definitions, by payload key; matched by name."""
+    by_name = {name.lower(): key for name, _, key in PMSYNC_FIELDS}
+    found: dict[str, dict[str, Any]] = {}
+    for definition in definitions:
+        key = by_name.get(str(definition.get("name") or "").lower())
+        if key is not None and key not in found:
+            found[key] = definition
+    return found
+
+
+def item_body(definition: dict[str, Any], value: Any) -> dict[str, Any]:
+    """The JSON body that sets a card's item for this field to `value` (Trello keeps values as strings; a list
+    field takes the option's id); an empty value clears the item."""
+    if value is None or (isinstance(value, float) and value != value):
+        return {"idValue": ""} if definition.get("type") == "list" else {"value": ""}
+    kind = definition.get("type")
+    if kind == "list":
+        options = {(o.get("value") or {}).get("text"): o.get("id") for o in definition.get("options") or ()}
+        return {"idValue": options.get(str(value)) or ""}
+    if kind == "number":
+        number = float(value)
+        return {"value": {"number": str(int(number)) if number.is_integer() else repr(number)}}
+    if kind == "date":
+        return {"value": {"date": str(value)[:10] + FORECAST_HOUR}}
+    return {"value": {"text": str(value)}}
+
+
+def item_identity(payload: dict[str, Any]) -> str:
+    """What names a portfolio item's source in its card: the source's link, else its title."""
+    return str(payload.get("url") or payload.get("title") or "")
+
+
+def portfolio_desc(payload: dict[str, Any]) -> str:
+    """A portfolio card's description: health, forecast, slip and the link to the source, then pmsync's mark."""
+    def shown(key: str) -> str:
+        value = payload.get(key)
+        return "—" if value is None else str(value)
+    return "\n".join([
+        f"**Health:** {shown('health')}  ",
+        f"**State:** {shown('state')}  ",
+        f"**Forecast finish:** {shown('forecast_finish')} (baseline {shown('baseline_due')})  ",
+        f"**Slip days:** {shown('slip_days')}",
+        "",
+        f"{SOURCE_LINE}{item_identity(payload)}",
+        "",
+        f"_{ITEM_MARK} ({payload.get('kind') or 'item'} in {payload.get('tool') or 'a tool'}): kept up to date "
+        "by pmsync; edits here are overwritten._",
+    ])
+
+
+def identity_in_desc(desc: str) -> str | None:
+    """The source a card's description names, when pmsync wrote it (it carries pmsync's mark); else None."""
+    if ITEM_MARK not in desc:
+        return None
+    for line in desc.splitlines():
+        if line.startswith(SOURCE_LINE):
+            return line[len(SOURCE_LINE):].strip() or None
+    return None
+
+
+def health_list_name(health: Any) -> str:
+    return HEALTH_LISTS.get(str(health or "").lower(), NO_HEALTH_LIST)
+
+
 class TrelloSession(requests.Session):
     """The session py-trello sends through: a timeout on every request, and pacing before each."""
 
@@ -274,6 +386,7 @@ class TrelloConnector(Connector):
     """The configured boards of one Trello account."""
 
     tool = "trello"
+    write_targets = ("trello.custom_fields", "trello.comment", "portfolio.item", "portfolio.archive")
 
     def __init__(
         self,
@@ -303,6 +416,13 @@ class TrelloConnector(Connector):
         self._me: dict[str, Any] | None = None
         self._short_links: dict[str, str | None] = {}
         self._pool: ThreadPoolExecutor | None = None
+        # What write-back looked up, once per connector (a push builds its own connector); a push writes from
+        # several threads, so lookups (and the lists they create) are made under one lock.
+        self._lookups = threading.RLock()
+        self._fields_by_board: dict[str, list[dict[str, Any]]] = {}
+        self._lists_by_board: dict[str, dict[str, str]] = {}
+        self._card_boards: dict[str, str | None] | None = None
+        self._portfolio: dict[str, dict[str, str]] = {}
 
     @classmethod
     def from_config(cls, conn: TrelloConnection, timezone_name: str = "UTC") -> TrelloConnector:
@@ -349,10 +469,11 @@ class TrelloConnector(Connector):
         for board_id in self.boards:
             if board_id not in cursor:
                 return True
+            since, seen = since_of(cursor[board_id])
             newest = self._get(f"boards/{board_id}/actions", {
-                "filter": WATCHED_ACTIONS, "since": cursor[board_id], "limit": 1, "fields": "id",
+                "filter": WATCHED_ACTIONS, "since": since, "limit": len(seen) + 1, "fields": "id",
                 "memberCreator": "false"}, f"probing board {board_id} for changes")
-            if newest:
+            if any(action["id"] not in seen for action in newest or []):
                 return True
         return False
 
@@ -361,6 +482,166 @@ class TrelloConnector(Connector):
             self._pool.shutdown(wait=True)
             self._pool = None
         self.session.close()
+
+    # -- write-back -------------------------------------------------------------------------------------------
+    def setup_writeback(self, containers: list[str]) -> list[str]:
+        """Create pmsync's three custom fields on each board in `containers` (reused by name, so a second run
+        creates nothing); one line per field created."""
+        created = []
+        for board_id in containers:
+            present = pmsync_board_fields(self._board_fields(board_id, refresh=True))
+            for name, kind, key in PMSYNC_FIELDS:
+                if key in present:
+                    continue
+                body: dict[str, Any] = {"idModel": board_id, "modelType": "board", "name": name, "type": kind,
+                                        "display_cardFront": True, "pos": "bottom"}
+                if kind == "list":
+                    body["options"] = [{"value": {"text": state}, "color": "none"} for state in STATES]
+                self._send("POST", "customFields", f"creating custom field {name!r} on board {board_id}", body=body)
+                created.append(f"trello board {board_id}: created custom field {name!r}")
+            self._fields_by_board.pop(board_id, None)
+        return created
+
+    def write(self, write: Write) -> WriteResult:
+        """Put one pmsync value in Trello (targets: see `write_targets`); nothing else of a card is changed."""
+        if write.target == "trello.custom_fields":
+            return self._write_card_fields(write)
+        if write.target == "trello.comment":
+            return self._write_comment(write)
+        if write.target == "portfolio.item":
+            return self._write_portfolio_card(write)
+        if write.target == "portfolio.archive":
+            return self._archive_portfolio_card(write)
+        return super().write(write)
+
+    def _write_card_fields(self, write: Write) -> WriteResult:
+        """One item per pmsync field the card's board has (a board without them is skipped: run --setup)."""
+        board_id = self._board_of_card(write.native_id)
+        if board_id is not None:
+            self._put_items(write.native_id, board_id, write.payload)
+        return WriteResult(write.remote_ref)
+
+    def _put_items(self, card_id: str, board_id: str, payload: dict[str, Any]) -> None:
+        for key, definition in pmsync_board_fields(self._board_fields(board_id)).items():
+            if key in payload:
+                self._send("PUT", f"cards/{card_id}/customField/{definition['id']}/item",
+                           f"setting {definition.get('name')!r} on card {card_id}",
+                           body=item_body(definition, payload[key]))
+
+    def _write_comment(self, write: Write) -> WriteResult:
+        """pmsync's one comment on the card: edited in place, or posted (again, if someone deleted it)."""
+        text = str(write.payload.get("text") or f"pmsync: schedule state {write.payload.get('state')}")
+        if write.remote_ref:
+            edited = self._send("PUT", f"actions/{write.remote_ref}", f"editing pmsync's comment on card "
+                                f"{write.native_id}", query={"text": text}, missing_ok=True)
+            if edited is not None:
+                return WriteResult(write.remote_ref)
+        posted = self._send("POST", f"cards/{write.native_id}/actions/comments",
+                            f"commenting on card {write.native_id}", query={"text": text})
+        return WriteResult(posted["id"])
+
+    def _write_portfolio_card(self, write: Write) -> WriteResult:
+        """The item's card on the portfolio board, in the list of its health: updated in place (found by
+        remote_ref, else by the source link in a card pmsync made), else created; then its pmsync fields."""
+        board_id = write.native_id
+        fields = {"name": str(write.payload.get("title") or "(untitled)"), "desc": portfolio_desc(write.payload),
+                  "idList": self._health_list(board_id, write.payload.get("health")), "closed": False}
+        card_id = write.remote_ref or self._portfolio_cards(board_id).get(item_identity(write.payload))
+        updated = None
+        if card_id is not None:
+            updated = self._send("PUT", f"cards/{card_id}", f"updating portfolio card {card_id}", body=fields,
+                                 missing_ok=True)
+        if updated is None:
+            created = self._send("POST", "cards", f"creating a portfolio card on board {board_id}",
+                                 body={**fields, "pos": "bottom"})
+            card_id = created["id"]
+            self._portfolio_cards(board_id)[item_identity(write.payload)] = card_id
+        self._put_items(card_id, board_id, write.payload)
+        return WriteResult(card_id)
+
+    def _archive_portfolio_card(self, write: Write) -> WriteResult:
+        """Archive the item's card (`closed`; the planner names it in the payload's `item`); a card already
+        gone is fine."""
+        card_id = write.remote_ref or write.payload.get("item")
+        if card_id:
+            self._send("PUT", f"cards/{card_id}", f"archiving portfolio card {card_id}", body={"closed": True},
+                       missing_ok=True)
+        return WriteResult(card_id)
+
+    # -- write-back lookups (each read once per connector, i.e. once per push) --------------------------------
+    def _board_fields(self, board_id: str, refresh: bool = False) -> list[dict[str, Any]]:
+        """A board's custom-field definitions (one request)."""
+        with self._lookups:
+            if refresh or board_id not in self._fields_by_board:
+                self._fields_by_board[board_id] = self._get(f"boards/{board_id}/customFields", {},
+                                                            f"reading the custom fields of board {board_id}") or []
+            return self._fields_by_board[board_id]
+
+    def _board_of_card(self, card_id: str) -> str | None:
+        """The configured board a card is on (card ids of every board listed once), else its own board read
+        once; None when the card is gone."""
+        with self._lookups:
+            return self._board_of_card_locked(card_id)
+
+    def _board_of_card_locked(self, card_id: str) -> str | None:
+        if self._card_boards is None:
+            self._card_boards = {}
+            for board_id in self.boards:
+                for page in self._pages(f"boards/{board_id}/cards/all", {"fields": "id"},
+                                        f"listing board {board_id}"):
+                    self._card_boards.update((card["id"], board_id) for card in page)
+        if card_id not in self._card_boards:
+            card = self._get(f"cards/{card_id}", {"fields": "id,idBoard"}, f"reading card {card_id}",
+                             missing_ok=True)
+            self._card_boards[card_id] = card.get("idBoard") if card else None
+        return self._card_boards[card_id]
+
+    def _health_list(self, board_id: str, health: Any) -> str:
+        """The id of the board's open list for a health (Green, Amber, Red), created when missing."""
+        with self._lookups:
+            return self._health_list_locked(board_id, health)
+
+    def _health_list_locked(self, board_id: str, health: Any) -> str:
+        lists = self._lists_by_board.get(board_id)
+        if lists is None:
+            found = self._get(f"boards/{board_id}/lists", {"filter": "open", "fields": "id,name"},
+                              f"reading the lists of board {board_id}") or []
+            lists = self._lists_by_board[board_id] = {item["name"]: item["id"] for item in found}
+        name = health_list_name(health)
+        if name not in lists:
+            made = self._send("POST", "lists", f"creating list {name!r} on board {board_id}",
+                              body={"name": name, "idBoard": board_id, "pos": "bottom"})
+            lists[name] = made["id"]
+        return lists[name]
+
+    def _portfolio_cards(self, board_id: str) -> dict[str, str]:
+        """The cards pmsync made on a portfolio board (archived ones too), by the source they show (read once)."""
+        with self._lookups:
+            return self._portfolio_cards_locked(board_id)
+
+    def _portfolio_cards_locked(self, board_id: str) -> dict[str, str]:
+        if board_id not in self._portfolio:
+            mine: dict[str, str] = {}
+            for page in self._pages(f"boards/{board_id}/cards/all", {"fields": "id,desc"},
+                                    f"listing the cards of board {board_id}"):
+                for card in page:
+                    identity = identity_in_desc(card.get("desc") or "")
+                    if identity:
+                        mine.setdefault(identity, card["id"])
+            self._portfolio[board_id] = mine
+        return self._portfolio[board_id]
+
+    def _send(self, method: str, path: str, doing: str, *, query: dict[str, Any] | None = None,
+              body: dict[str, Any] | None = None, missing_ok: bool = False) -> Any:
+        """A write through the SDK's session (paced, retried, counted); with `missing_ok`, a 404 answers None."""
+        with self._speaking(doing):
+            try:
+                return self.client.fetch_json(path, http_method=method, query_params=dict(query or {}),
+                                              post_args=body)
+            except ResourceUnavailable as exc:
+                if missing_ok and exc._status == 404 and not isinstance(exc, Unauthorized):
+                    return None
+                raise
 
     # -- whole boards -------------------------------------------------------------------------------------------
     def _whole_board(self, board_id: str, position: dict[str, str]) -> Iterator[Batch]:
@@ -400,9 +681,11 @@ class TrelloConnector(Connector):
     def _board_changes(self, board_id: str, position: dict[str, str]) -> Iterator[Batch]:
         """The cards the board's actions since its cursor touched, re-read one by one with their history, in the
         order of their latest action; each batch's cursor is the latest action of the cards it holds."""
-        actions = [action for page in self._pages(f"boards/{board_id}/actions", {
-            "filter": WATCHED_ACTIONS, "since": position[board_id], "fields": ACTION_FIELDS,
+        since, seen = since_of(position[board_id])
+        window = [action for page in self._pages(f"boards/{board_id}/actions", {
+            "filter": WATCHED_ACTIONS, "since": since, "fields": ACTION_FIELDS,
             "memberCreator": "false"}, f"reading the new actions of board {board_id}") for action in page]
+        actions = [action for action in window if action["id"] not in seen]
         if not actions:
             return
         latest: dict[str, str] = {}
@@ -436,7 +719,7 @@ class TrelloConnector(Connector):
                 batch.people = people(furniture, self.me())
                 first = False
             last = start + step >= len(touched)
-            position[board_id] = actions[0]["id"] if last else latest[chunk[-1]]
+            position[board_id] = position_after(window, seen) if last else latest[chunk[-1]]
             batch.cursor = dict(position)
             yield batch
 

@@ -137,6 +137,19 @@ def demo(
     raise typer.Exit(run_demo(size, seed, folder, _parse_date(as_of, "--as-of")))
 
 
+@app.command()
+def push(
+    connection: list[str] | None = typer.Option(None, "--connection", help="Only this connection (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan of writes and change nothing."),
+    setup: bool = typer.Option(False, "--setup", help="First create the custom fields and categories write-back uses."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Write the schedule and slippage back into the tools; only what changed since the last push."""
+    from pmsync.push_command import push_command
+
+    raise typer.Exit(push_command(_load(config), connection or [], dry_run=dry_run, setup=setup))
+
+
 def main() -> None:
     """Entry point: run the app and turn known failures into one sentence and a non-zero exit."""
     try:

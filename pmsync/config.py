@@ -615,6 +615,7 @@ class Config(_Section):
         names = {c.name: c.tool for c in self.connections}
         _check_links(self.links, names)
         _check_writeback(self.writeback, names)
+        _check_portfolio_not_synced(self.writeback, self.connections)
         return self
 
     @property
@@ -704,6 +705,26 @@ def _check_writeback(writeback: Writeback, names: Mapping[str, str]) -> None:
                 f"is {chosen.connection!r}, which is not a {tool} connection",
                 f"use {' or '.join(candidates)}",
                 loc=("writeback", "portfolio", target, "connection"),
+            )
+
+
+# Where each portfolio container would also be pulled from, were it synced.
+SYNCED_CONTAINERS = {"trello_board": "boards", "asana_project": "projects", "planner_plan": "plans"}
+
+
+def _check_portfolio_not_synced(writeback: Writeback, connections: list[Any]) -> None:
+    """A portfolio container must not be one pmsync syncs: its items would come back as tasks of their own."""
+    by_name = {c.name: c for c in connections}
+    for target, attribute in SYNCED_CONTAINERS.items():
+        chosen = getattr(writeback.portfolio, target)
+        if chosen is None or chosen.connection not in by_name:
+            continue
+        if chosen.id in (getattr(by_name[chosen.connection], attribute, None) or []):
+            raise Problem(
+                f"is {chosen.id!r}, which {chosen.connection} also syncs as a {attribute[:-1]}",
+                f"give the portfolio a {attribute[:-1]} of its own, or remove {chosen.id!r} from "
+                f"connections[{chosen.connection}].{attribute}",
+                loc=("writeback", "portfolio", target, "id"),
             )
 
 

@@ -53,11 +53,16 @@ def run_demo(size: str, seed: int, folder: Path, as_of: date | None = None) -> i
 
 
 def write_demo_config(box, folder: Path) -> Path:
-    """The sandbox's configuration, with the warehouse and reports in the demo folder and a portfolio view."""
+    """The sandbox's configuration, with the warehouse and reports in the demo folder, and a portfolio view on a
+    Trello board of its own (created as a coordinator would, through Trello's API)."""
+    import httpx
+
     config = box.config(warehouse="duckdb:///pmsync.duckdb")
     config["reports"] = {"out_dir": "reports"}
     trello = next(c for c in config["connections"] if c["tool"] == "trello")
-    config["writeback"] = {"portfolio": {"trello_board": {"connection": trello["name"], "id": trello["boards"][0]}}}
+    board = httpx.post(f"{trello['base_url']}/boards", params={**trello["auth"], "name": "PMO portfolio"}, timeout=30)
+    board.raise_for_status()
+    config["writeback"] = {"portfolio": {"trello_board": {"connection": trello["name"], "id": board.json()["id"]}}}
     path = folder / "pmsync.yaml"
     header = "# Written by `pmsync demo` for the local sandbox; its credentials are the sandbox's own, not secrets.\n"
     path.write_text(header + yaml.safe_dump(config, sort_keys=False, width=120))

@@ -310,6 +310,13 @@ class Portfolio:
         self.tasks.deleted[i] = True
         self.touch(i)
 
+    def add_project(self, tool: int, name: str) -> int:
+        """Create an empty project (a board, plan or project a client made through an API); returns its index."""
+        index = len(self.projects)
+        self.projects.append(Project(index=index, tool=tool, name=name, key=f"{TOOLS[tool][:2].upper()}{index + 1}",
+                                     first_task=self.tasks_generated, task_count=0))
+        return index
+
     def add_task(self, tool: int, project: int, title: str, **values: object) -> int:
         """Create a task through an emulator; returns its index."""
         now = self.now()

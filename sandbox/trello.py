@@ -239,6 +239,7 @@ class TrelloState:
     attachments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     actions: dict[str, ClientAction] = field(default_factory=dict)
     actions_by_task: dict[int, list[str]] = field(default_factory=dict)
+    lists: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # board -> clients' (list id, name)
     counter: int = 0
 
 
@@ -276,13 +277,34 @@ class TrelloWorld:
         for b in self.boards:
             self._add_generated_fields(b)
 
+    def add_board(self, name: str) -> int:
+        """A new, empty board (`POST /1/boards`), with the default lists and the generated custom fields."""
+        p = self.p
+        b = p.add_project(TRELLO, name)
+        self.boards.append(b)
+        self.board_by_id[trello_object_id(p, K_BOARD, b)] = b
+        self.list_by_id.update({self.list_id(b, k): (b, k) for k in range(len(LIST_NAMES))})
+        self.label_by_id.update({self.label_id(b, k): (b, k) for k in range(len(LABELS))})
+        self.gen_span[b] = (self.hi, self.hi)
+        self._add_generated_fields(b)
+        return b
+
     # -- ids (cached: every card and action names its board, list and members) -----------------------------
     def board_id(self, board: int) -> str:
         return self._ids.get(("board", board)) or self._cache(("board", board), trello_object_id(self.p, K_BOARD, board))
 
     def list_id(self, board: int, k: int) -> str:
+        if k >= len(LIST_NAMES):
+            return self.state.lists[board][k - len(LIST_NAMES)][0]
         key = ("list", board * 8 + k)
         return self._ids.get(key) or self._cache(key, trello_object_id(self.p, K_LIST, board * 8 + k))
+
+    def list_name(self, board: int, k: int) -> str:
+        return LIST_NAMES[k] if k < len(LIST_NAMES) else self.state.lists[board][k - len(LIST_NAMES)][1]
+
+    def list_indexes(self, board: int) -> range:
+        """The board's lists: the six generated ones, then those clients created."""
+        return range(len(LIST_NAMES) + len(self.state.lists.get(board, ())))
 
     def label_id(self, board: int, k: int) -> str:
         key = ("label", board * 8 + k)
@@ -457,7 +479,7 @@ class TrelloWorld:
         return _select(document, fields)
 
     def list_json(self, board: int, k: int) -> dict[str, Any]:
-        return {"id": self.list_id(board, k), "name": LIST_NAMES[k], "closed": False, "color": None,
+        return {"id": self.list_id(board, k), "name": self.list_name(board, k), "closed": False, "color": None,
                 "idBoard": self.board_id(board), "pos": POS_STEP * (k + 1), "subscribed": False,
                 "limits": {}, "status": None}
 
@@ -796,7 +818,7 @@ class TrelloWorld:
         list_k = self.list_of(i)
         data: dict[str, Any] = {
             "board": {"id": self.board_id(board), "name": p.projects[board].name, "shortLink": self.board_short_link(board)},
-            "list": {"id": self.list_id(board, list_k), "name": LIST_NAMES[list_k]},
+            "list": {"id": self.list_id(board, list_k), "name": self.list_name(board, list_k)},
             "card": card,
         }
         key = _render_detail(self, ref, data, board)
@@ -863,12 +885,12 @@ class TrelloWorld:
         board, k = self.list_by_id[list_id]
         due, start = _day_arg(args, "due"), _day_arg(args, "start")
         members = self._members_arg(args.get("idMembers"))
-        i = self.p.add_task(TRELLO, board, str(args.get("name") or ""), status=LIST_STATUS[k],
+        i = self.p.add_task(TRELLO, board, str(args.get("name") or ""), status=list_status(k),
                             due=NO_DAY if due is None else due[0], start=NO_DAY if start is None else start[0],
                             assignee=members[0] if members else -1)
-        if LIST_STATUS[k] == DONE:
+        if list_status(k) == DONE:
             self.p.set_status(i, DONE)
-        self.state.list_override[i] = (k, LIST_STATUS[k])
+        self.state.list_override[i] = (k, list_status(k))
         self._remember_exact(i, due, start)
         if args.get("desc"):
             self.state.desc[i] = str(args["desc"])
@@ -928,12 +950,24 @@ class TrelloWorld:
         old = self.list_of(i)
         if old == k:
             return
-        status = LIST_STATUS[k]
+        status = list_status(k)
         if status != int(p.tasks.status[i]):
             p.set_status(i, status)
         p.touch(i)
         self.state.list_override[i] = (k, status)
         self.record(i, "updateCard", "idList", {"old": {"idList": self.list_id(board, old)}, "from": old, "to": k})
+
+    def create_list(self, board_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        """`POST /lists` (or `/boards/{id}/lists`): a new open list at the board's end."""
+        board = self.board(board_id)
+        name = str(args.get("name") or "")
+        if not name:
+            raise _invalid("name")
+        list_id = self.next_id()
+        self.state.lists.setdefault(board, []).append((list_id, name))
+        k = len(LIST_NAMES) + len(self.state.lists[board]) - 1
+        self.list_by_id[list_id] = (board, k)
+        return self.list_json(board, k)
 
     def delete_card(self, i: int) -> None:
         self.record(i, "deleteCard")
@@ -1028,6 +1062,11 @@ def _filter_closed(card_filter: str, closed: bool) -> bool:
     return closed if card_filter == "closed" else not closed
 
 
+def list_status(k: int) -> int:
+    """The status a card takes in list k: the generated lists' own, open for lists clients created."""
+    return LIST_STATUS[k] if k < len(LIST_STATUS) else TODO
+
+
 def _number_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
@@ -1088,7 +1127,7 @@ def _render_detail(world: TrelloWorld, ref: ActionRef, data: dict[str, Any], boa
         return _render_client_detail(world, ref.detail, data, board)
     if ref.type == "createCard":
         if ref.detail is not None:
-            data["list"] = {"id": world.list_id(board, ref.detail), "name": LIST_NAMES[ref.detail]}
+            data["list"] = {"id": world.list_id(board, ref.detail), "name": world.list_name(board, ref.detail)}
         return "action_create_card"
     if ref.type == "addAttachmentToCard":
         url = task_url(world.p, int(world.p.link_pred[ref.detail]))
@@ -1111,8 +1150,8 @@ def _render_detail(world: TrelloWorld, ref: ActionRef, data: dict[str, Any], boa
 
 
 def _render_move(world: TrelloWorld, data: dict[str, Any], board: int, old: int, new: int) -> str:
-    before = {"id": world.list_id(board, old), "name": LIST_NAMES[old]}
-    after = {"id": world.list_id(board, new), "name": LIST_NAMES[new]}
+    before = {"id": world.list_id(board, old), "name": world.list_name(board, old)}
+    after = {"id": world.list_id(board, new), "name": world.list_name(board, new)}
     data["card"]["idList"] = after["id"]
     data["old"] = {"idList": before["id"]}
     data["listBefore"], data["listAfter"] = before, after
@@ -1266,7 +1305,7 @@ def build_routes(world: TrelloWorld) -> list[BaseRoute]:
         for b in boards:
             document = world.board_json(b, fields)
             if args.get("lists") in ("open", "all"):
-                document["lists"] = [world.list_json(b, k) for k in range(len(LIST_NAMES))]
+                document["lists"] = [world.list_json(b, k) for k in world.list_indexes(b)]
             out.append(document)
         return out
 
@@ -1278,7 +1317,7 @@ def build_routes(world: TrelloWorld) -> list[BaseRoute]:
         b = world.board(request.path_params["id"])
         document = world.board_json(b, _fields(args))
         if args.get("lists") not in (None, "", "none"):
-            document["lists"] = [world.list_json(b, k) for k in range(len(LIST_NAMES))]
+            document["lists"] = [world.list_json(b, k) for k in world.list_indexes(b)]
         if args.get("cards") not in (None, "", "none"):
             nested = {"filter": args["cards"], "fields": args.get("card_fields"),
                       "customFieldItems": args.get("card_customFieldItems"),
@@ -1300,9 +1339,9 @@ def build_routes(world: TrelloWorld) -> list[BaseRoute]:
         b = world.board(request.path_params["id"])
         if args.get("filter") == "closed":
             return []
-        lists = [world.list_json(b, k) for k in range(len(LIST_NAMES))]
+        lists = [world.list_json(b, k) for k in world.list_indexes(b)]
         if args.get("cards") not in (None, "", "none"):
-            for document, k in zip(lists, range(len(LIST_NAMES))):
+            for document, k in zip(lists, world.list_indexes(b)):
                 tasks = [i for i in world.board_tasks(b) if world.list_of(int(i)) == k]
                 document["cards"] = world.cards(np.array(tasks, dtype=np.int64), {"filter": args["cards"]})
         return lists
@@ -1342,6 +1381,18 @@ def build_routes(world: TrelloWorld) -> list[BaseRoute]:
         if found is None:
             raise _not_found() if HEX24.match(request.path_params["id"]) else TrelloError(400, "invalid id")
         return _select(world.list_json(*found), _fields(args))
+
+    def post_list(request: Request, args: dict[str, Any]) -> Any:
+        return world.create_list(str(args.get("idBoard") or ""), args)
+
+    def create_board(request: Request, args: dict[str, Any]) -> Any:
+        name = str(args.get("name") or "").strip()
+        if not name:
+            raise TrelloError(400, "invalid value for name")
+        return world.board_json(world.add_board(name))
+
+    def post_board_list(request: Request, args: dict[str, Any]) -> Any:
+        return world.create_list(request.path_params["id"], args)
 
     def list_cards(request: Request, args: dict[str, Any]) -> Any:
         found = world.list_by_id.get(request.path_params["id"])
@@ -1478,8 +1529,11 @@ def build_routes(world: TrelloWorld) -> list[BaseRoute]:
     table: list[tuple[str, Handler, list[str]]] = [
         ("/1/members/{member}", member, ["GET"]),
         ("/1/members/{member}/boards", me_boards, ["GET"]),
+        ("/1/boards", create_board, ["POST"]),
         ("/1/boards/{id}", board, ["GET"]),
         ("/1/boards/{id}/lists", board_lists, ["GET"]),
+        ("/1/boards/{id}/lists", post_board_list, ["POST"]),
+        ("/1/lists", post_list, ["POST"]),
         ("/1/boards/{id}/cards", board_cards, ["GET"]),
         ("/1/boards/{id}/cards/{filter}", board_cards, ["GET"]),
         ("/1/boards/{id}/customFields", board_fields, ["GET"]),

@@ -531,3 +531,17 @@ def test_only_task_urls_of_other_tools_are_dependencies() -> None:
         ("https://acme.atlassian.net/browse/PLAT-7", "remote_link"),
         ("https://app.asana.com/0/1201/1209", "remote_link"),
         ("https://trello.com/c/AbCdEfGh/12-elsewhere", "remote_link")]
+
+
+def test_actions_made_in_the_same_second_as_the_cursor_are_not_missed_and_seen_ones_are_skipped():
+    from connectors.trello import OVERLAP_S, action_second, position_after, since_of
+
+    newest = "6a5f861e" + "ff" * 8  # ids within one second are not ordered by time
+    older_same_second = "6a5f861e" + "00" * 8
+    position = position_after([{"id": newest}, {"id": older_same_second}], set())
+    since, seen = since_of(position)
+    assert seen == {newest, older_same_second}
+    assert since.startswith("20") and since.endswith("Z")
+    later = "6a5f861e" + "11" * 8  # arrives after the read, in the same second, with a lower id than `newest`
+    assert later not in seen and later < newest
+    assert action_second(later) - OVERLAP_S < action_second(newest)

@@ -338,3 +338,20 @@ def _not_json(body: bytes) -> bool:
     except orjson.JSONDecodeError:
         return True
     return False
+
+
+def test_a_board_created_through_the_api_is_empty_listed_and_takes_lists_and_cards(sandbox):
+    import httpx
+
+    from sandbox.core import CREDENTIALS
+
+    auth = CREDENTIALS["trello"]
+    base = sandbox.api_url("trello")
+    board = httpx.post(f"{base}/boards", params={**auth, "name": "PMO portfolio"}).json()
+    assert board["name"] == "PMO portfolio" and len(board["id"]) == 24
+    mine = httpx.get(f"{base}/members/me/boards", params=auth).json()
+    assert board["id"] in {b["id"] for b in mine}
+    assert httpx.get(f"{base}/boards/{board['id']}/cards", params=auth).json() == []
+    lists = httpx.get(f"{base}/boards/{board['id']}/lists", params=auth).json()
+    card = httpx.post(f"{base}/cards", params={**auth, "idList": lists[0]["id"], "name": "Data launch"}).json()
+    assert [c["id"] for c in httpx.get(f"{base}/boards/{board['id']}/cards", params=auth).json()] == [card["id"]]
