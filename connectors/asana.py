@@ -502,7 +502,8 @@ class AsanaConnector(Connector):
         project = self._project_of_task(write.native_id)
         values = self._field_values(write.payload, project) if project else {}
         if not values:  # a subtask, or a project without pmsync's fields: nothing pmsync may write there
-            return WriteResult(write.remote_ref)
+            return WriteResult(write.remote_ref, skipped="the task is in no project with pmsync's custom fields "
+                                                         "(subtasks are in none; for projects run `pmsync push --setup`)")
         body = {"data": {"custom_fields": values}}
         try:
             self._call(f"writing pmsync's custom fields on task {write.native_id}",

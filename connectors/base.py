@@ -93,9 +93,12 @@ class Write:
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What a write left behind: the id of anything it created, to edit in place next time."""
+    """What a write left behind: the id of anything it created, to edit in place next time. `skipped` says why
+    nothing could be written yet (e.g. the project lacks pmsync's custom fields): the write is tried again next
+    push instead of being recorded as done."""
 
     remote_ref: str | None = None
+    skipped: str | None = None
 
 
 class Connector(ABC):

@@ -517,8 +517,10 @@ class TrelloConnector(Connector):
     def _write_card_fields(self, write: Write) -> WriteResult:
         """One item per pmsync field the card's board has (a board without them is skipped: run --setup)."""
         board_id = self._board_of_card(write.native_id)
-        if board_id is not None:
-            self._put_items(write.native_id, board_id, write.payload)
+        if board_id is None or not pmsync_board_fields(self._board_fields(board_id)):
+            return WriteResult(write.remote_ref, skipped="its board has no pmsync custom fields "
+                                                         "(run `pmsync push --setup`)")
+        self._put_items(write.native_id, board_id, write.payload)
         return WriteResult(write.remote_ref)
 
     def _put_items(self, card_id: str, board_id: str, payload: dict[str, Any]) -> None:

@@ -51,7 +51,7 @@ def print_outcome(outcome: PushOutcome, console: Console) -> None:
             console.print(f"{escape(name)}: {escape(line)}", highlight=False)
         line = f"{escape(name)}: {result.written} write(s) made, {result.failed} failed"
         if result.skipped:
-            line += f", {result.skipped} skipped ({result.tool} cannot take those targets yet)"
+            line += f", {result.skipped} not possible yet (tried again next push: see writeback_ledger.error)"
         console.print(line + ".", highlight=False)
         for error in result.errors:
             console.print(f"  [red]failed:[/] {escape(error)}", highlight=False, soft_wrap=True)

@@ -313,3 +313,18 @@ def test_a_push_leaves_due_dates_unchanged_in_the_portfolio_truth(box: Sandbox, 
     push(config, warehouse, build_connector(config.connections[0]))
     assert (p.tasks.due[: len(due_before)] == due_before).all()
     assert (p.tasks.status[: len(status_before)] == status_before).all()
+
+
+def test_values_a_board_cannot_take_before_setup_are_written_once_setup_has_run(box: Sandbox, tmp_path: Path) -> None:
+    from writeback.push import run_push
+
+    config = trello_config(box, tmp_path)
+    run_sync(config)
+    with open_config_warehouse(config) as warehouse:
+        compute_and_store(warehouse, config, as_of=TEST_AS_OF)
+    before = run_push(config).results["ops-trello"]
+    assert before.skipped > 0 and before.failed == 0
+    after = run_push(config, setup=True).results["ops-trello"]
+    assert after.skipped == 0 and after.written >= before.skipped
+    with open_config_warehouse(config) as warehouse:
+        assert warehouse.count("writeback_ledger", "status = 'skipped'") == 0

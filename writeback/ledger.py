@@ -17,7 +17,7 @@ import pandas as pd
 from warehouse.base import Warehouse
 
 TABLE = "writeback_ledger"
-WRITTEN, FAILED = "written", "failed"
+WRITTEN, FAILED, SKIPPED = "written", "failed", "skipped"
 
 
 def read_ledger(warehouse: Warehouse, connections: Iterable[str] | None = None) -> pd.DataFrame:
@@ -51,6 +51,14 @@ def record_failed(warehouse: Warehouse, target: str, connection: str, task_uid: 
     warehouse.upsert(TABLE, pd.DataFrame([{
         "target": target, "connection": connection, "task_uid": task_uid, "status": FAILED,
         "written_at": pd.Timestamp(failed_at) if failed_at else _now(), "error": error,
+    }]))
+
+
+def record_skipped(warehouse: Warehouse, target: str, connection: str, task_uid: str, *, reason: str) -> None:
+    """Record a write the tool could not take yet (tried again next push); what was written before stays."""
+    warehouse.upsert(TABLE, pd.DataFrame([{
+        "target": target, "connection": connection, "task_uid": task_uid, "status": SKIPPED,
+        "written_at": _now(), "error": reason,
     }]))
 
 

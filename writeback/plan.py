@@ -298,7 +298,7 @@ def compare_with_ledger(desired: list[Row], ledger: pd.DataFrame) -> pd.DataFram
         if last is None and quiet is not None and quiet(row["payload"]):
             continue
         digest = payload_hash(row["payload"])
-        needed = last is None or last.status == "failed" or last.payload_hash != digest
+        needed = last is None or last.status != "written" or last.payload_hash != digest
         # An archive acts on the item's remote_ref, which it carries; other targets edit what they created.
         remote_ref = row.get("remote_ref") or (None if last is None else _text(last.remote_ref))
         rows.append({**row, "payload_hash": digest,

@@ -23,7 +23,7 @@ from connectors.registry import build_connector
 from pmsync.config import Config, redact
 from pmsync.errors import PmsyncError
 from pmsync.run import open_config_warehouse, selected_connections
-from writeback.ledger import forget, record_failed, record_written
+from writeback.ledger import forget, record_failed, record_skipped, record_written
 from writeback.plan import ARCHIVE, PORTFOLIO_ITEM, plan_writes, portfolio_containers
 
 log = logging.getLogger("pmsync.writeback")
@@ -43,7 +43,7 @@ class ConnectionPush:
     planned: int = 0
     written: int = 0
     failed: int = 0
-    skipped: int = 0  # targets this connector cannot write yet
+    skipped: int = 0  # writes the tool cannot take yet (a target it lacks, fields not set up): tried next push
     errors: list[str] = field(default_factory=list)
     setup: list[str] = field(default_factory=list)
 
@@ -204,6 +204,10 @@ def _record(warehouse: Any, row: dict[str, Any], written: WriteResult | None, er
         result.failed += 1
         if len(result.errors) < ERRORS_KEPT:
             result.errors.append(f"{row['target']} {row['task_uid']}: {message}")
+        return
+    if written.skipped:
+        record_skipped(warehouse, *key, reason=written.skipped)
+        result.skipped += 1
         return
     record_written(warehouse, *key, payload=row["payload"], payload_hash=row["payload_hash"],
                    remote_ref=written.remote_ref or row["remote_ref"])
