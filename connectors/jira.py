@@ -250,6 +250,7 @@ class JiraConnector(Connector):
         overlap: timedelta = OVERLAP,
         page_size: int = SEARCH_PAGE,
         pacer: Pacer | None = None,
+        read_remote_links: bool = True,
     ) -> None:
         super().__init__(name)
         self.url = url.rstrip("/")
@@ -259,6 +260,7 @@ class JiraConnector(Connector):
         self.fields = requested_fields(custom_fields)
         self.overlap = overlap
         self.page_size = page_size
+        self.read_remote_links = read_remote_links
         # No request leaves here: server info is not fetched (the connector needs none of what it says).
         self.client = jira.JIRA(
             server=self.url, basic_auth=(email, token), max_retries=0, timeout=TIMEOUT_S, get_server_info=False,
@@ -276,6 +278,7 @@ class JiraConnector(Connector):
             conn.name, conn.url, conn.auth.email, conn.auth.token.get_secret_value(), conn.projects,
             api_version=conn.api_version, verify=conn.tls_verify, policy=policy_for(conn.rate_limit),
             custom_fields=conn.custom_fields, pacer=pacer_for(conn.rate_limit.requests_per_second),
+            read_remote_links=conn.remote_links,
         )
 
     # -- the Connector interface ------------------------------------------------------------------------------
@@ -440,7 +443,7 @@ class JiraConnector(Connector):
         """A page of issues with their complete due-date history, their links (native and remote) and
         assignees. The `changelog` expansion is consumed here and left out of the raw records."""
         histories = list(self.pool().map(self.issue_history, issues))
-        remote = list(self.pool().map(self.remote_links, issues))
+        remote = list(self.pool().map(self.remote_links, issues)) if self.read_remote_links else [[]] * len(issues)
         batch = Batch(people=assignees(issues))
         for issue, history, remote_links in zip(issues, histories, remote):
             issue.pop("changelog", None)

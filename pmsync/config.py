@@ -159,6 +159,9 @@ class JiraConnection(_Connection):
     projects: list[str] = Field(min_length=1)
     api_version: Literal[2, 3] = 3
     custom_fields: dict[str, str] = Field(default_factory=dict)
+    # Remote links carry cross-tool dependencies, but Jira has no bulk read for them: one request per changed
+    # issue. Turn off where cross-tool links are listed in `links` instead.
+    remote_links: bool = True
 
     @field_validator("url")
     @classmethod

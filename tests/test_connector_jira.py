@@ -440,3 +440,14 @@ def test_tls_is_verified_against_the_configured_ca_bundle() -> None:
             finally:  # before the sandbox stops: it waits for open connections
                 trusted.close()
                 untrusted.close()
+
+
+def test_with_remote_links_off_a_full_pull_costs_only_the_search_pages(shared_box: Sandbox, connect) -> None:
+    connector = connect(shared_box)
+    connector.read_remote_links = False
+    batches = list(connector.pull(None))
+    issues = sum(len(b.records) for b in batches)
+    assert issues == len(shared_box.portfolio.task_indexes(JIRA))
+    assert not [link for b in batches for link in b.links if link.origin == "remote_link"]
+    pages = -(-issues // 100)
+    assert connector.stats.requests <= pages + 1 + len(connector.projects)
