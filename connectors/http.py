@@ -125,6 +125,7 @@ class RetryingAdapter(HTTPAdapter):
         rewrite: tuple[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         pacer: Pacer | None = None,
+        verify: bool | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(pool_connections=4, pool_maxsize=16, **kwargs)
@@ -133,8 +134,12 @@ class RetryingAdapter(HTTPAdapter):
         self.rewrite = rewrite
         self.sleep = sleep
         self.pacer = pacer
+        self.verify = verify
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if self.verify is not None:
+            # requests lets REQUESTS_CA_BUNDLE override a session's own `verify`; the connection's setting wins.
+            kwargs["verify"] = self.verify
         if self.rewrite and request.url and request.url.startswith(self.rewrite[0]):
             request.url = self.rewrite[1] + request.url[len(self.rewrite[0]):]
         policy = self.policy
@@ -247,10 +252,11 @@ def pacer_for(requests_per_second: float | None) -> Pacer | None:
 
 def mount_retrying(
     session: requests.Session, policy: RetryPolicy, stats: RequestStats, rewrite: tuple[str, str] | None = None,
-    pacer: Pacer | None = None,
+    pacer: Pacer | None = None, verify: bool | str | None = None,
 ) -> RetryingAdapter:
-    """Install one retrying adapter for both schemes on a session; returns it."""
-    adapter = RetryingAdapter(policy, stats, rewrite=rewrite, pacer=pacer)
+    """Install one retrying adapter for both schemes on a session; returns it. `verify` (a CA bundle path, or
+    False) is applied to every request whatever the environment says."""
+    adapter = RetryingAdapter(policy, stats, rewrite=rewrite, pacer=pacer, verify=verify)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return adapter

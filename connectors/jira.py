@@ -267,7 +267,7 @@ class JiraConnector(Connector):
             options={"verify": verify, "rest_api_version": str(api_version)},
         )
         self.policy = policy or RetryPolicy()
-        mount_retrying(self.client._session, self.policy, self.stats, pacer=pacer)
+        mount_retrying(self.client._session, self.policy, self.stats, pacer=pacer, verify=verify)
         self._zone: ZoneInfo | None = None
         self._pool: ThreadPoolExecutor | None = None
 

@@ -409,7 +409,7 @@ class TrelloConnector(Connector):
         self.zone = ZoneInfo(timezone_name)
         self.policy = policy or RetryPolicy()
         self.session = TrelloSession(BudgetPacer.for_rate(requests_per_second, TOKEN_BUDGET), verify)
-        mount_retrying(self.session, self.policy, self.stats, rewrite=(TRELLO_API, self.base_url))
+        mount_retrying(self.session, self.policy, self.stats, rewrite=(TRELLO_API, self.base_url), verify=verify)
         self.client = TrelloClient(key, api_secret=token, http_service=self.session)
         status = load_mapping("trello").status_category
         self.done_lists = {name for name, category in status.map.items() if category == "done"}

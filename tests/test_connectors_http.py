@@ -152,3 +152,17 @@ server.socket = context.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
 server.serve_forever()
 """
+
+
+def test_the_connections_ca_bundle_wins_over_requests_ca_bundle_in_the_environment(monkeypatch, tmp_path):
+    from sandbox.server import Sandbox
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    with Sandbox(size="small", rate_limits=False, tls=True) as box:
+        stats = RequestStats()
+        session = requests.Session()
+        session.mount("https://", RetryingAdapter(RetryPolicy(max_attempts=1), stats,
+                                                  verify=str(box.tls_files.ca_bundle)))
+        response = session.get(f"{box.urls['jira']}/rest/api/3/serverInfo",
+                               auth=("coordinator@acme.example", "sandbox-jira-api-token"))
+    assert response.status_code == 200

@@ -238,7 +238,11 @@ def measure_tap(peer: Peer, box: ServedSandbox, proxy: PeerProxy, bundle: Path, 
 def pmsync_config(box: ServedSandbox, peer: Peer, work: Path) -> Path:
     """The sandbox's pmsync.yaml with just the tool's connection and a fresh DuckDB in `work`."""
     config = dict(box.config, warehouse=f"duckdb:///{work / f'pmsync-{peer.tool}.duckdb'}", links=[])
-    config["connections"] = [box.connection(peer.connection)]
+    connection = dict(box.connection(peer.connection))
+    if peer.tool == "jira":
+        # tap-jira reads no remote links; for the same data pmsync does not either (its cost is reported apart).
+        connection["remote_links"] = False
+    config["connections"] = [connection]
     path = work / f"pmsync-{peer.tool}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
