@@ -241,12 +241,16 @@ def _scheduled_tasks(tasks: pd.DataFrame) -> pd.DataFrame:
     return kept
 
 
+def _string_array(values: pd.Series) -> pa.Array:
+    """One contiguous Arrow string array (a column read from the warehouse may arrive in several chunks)."""
+    array = pa.array(values, type=pa.string())
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
 def _positions(uids: pd.Series, *columns: pd.Series) -> list[np.ndarray]:
     """For each column of uids, the position of each value in `uids` (which holds each uid once), -1 where it is
     not there; one hash pass over all of them."""
-    arrays = [pa.array(uids, type=pa.string())] + [
-        pa.array(column.astype("str"), type=pa.string()) for column in columns
-    ]
+    arrays = [_string_array(uids)] + [_string_array(column.astype("str")) for column in columns]
     encoded = pa.concat_arrays(arrays).dictionary_encode()
     codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     found = []

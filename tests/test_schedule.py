@@ -503,3 +503,13 @@ def test_empty_warehouse_stores_an_empty_schedule(tmp_path: Path) -> None:
 
         assert result.stored == {"schedule": 0, "project_health": 0, "schedule_cycles": 0}
         assert warehouse.count("schedule") == 0
+
+
+def test_uid_columns_read_back_in_several_arrow_chunks_are_matched():
+    import pyarrow as pa
+
+    from schedule.compute import _positions
+
+    uids = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([["a", "b"], ["c"]])))
+    (found,) = _positions(uids, pd.Series(["c", "x", "a"]))
+    assert found.tolist() == [2, -1, 0]
