@@ -82,6 +82,8 @@ def run_sync(
                 result = sync_connection(
                     connector, load_mapping(connection.tool).with_overrides(mapping_overrides(connection)), warehouse,
                     full=full, timezone=config.timezone, progress=progress, write_lock=own_lock,
+                    commit_every_records=config.sync.commit_every_records,
+                    commit_every_seconds=config.sync.commit_every_seconds,
                 )
             if on_done:
                 on_done(result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,9 @@ from warehouse.base import Warehouse
 
 log = logging.getLogger("pmsync.sync")
 PULL_CURSOR = "pull"
+# Pages can be loaded several to a transaction (`sync.commit_every_records` / `commit_every_seconds`): a load has a
+# fixed cost (statements, frames) that a 100-task page would otherwise pay alone. The cursor committed with a group
+# is that of its last page, so a crash still resumes with neither gap nor duplicate; it only redoes more pages.
 HISTORY_FIELDS = ("due_date", "start_date", "status_category", "percent_complete")
 
 
@@ -71,6 +75,8 @@ def sync_connection(
     census: bool = True,
     progress: Progress | None = None,
     write_lock: threading.Lock | None = None,
+    commit_every_records: int = 1,
+    commit_every_seconds: float = 0.0,
 ) -> SyncResult:
     """Pull one connection into the warehouse (incrementally from its cursor unless `full`) and record the run."""
     name = connector.name
@@ -83,15 +89,15 @@ def sync_connection(
     result = SyncResult(connection=name, run_id=run_id, mode=mode)
     state = _RunState()
     try:
-        for batch in connector.pull(cursor):
-            result.pulled += len(batch.records)
+        for group in grouped(connector.pull(cursor), commit_every_records, commit_every_seconds):
+            result.pulled += len(group.records)
             with lock, warehouse.transaction():
-                loaded, quarantined = load_batch(warehouse, connector.name, connector.tool, batch, mapping, timezone,
+                loaded, quarantined = load_batch(warehouse, connector.name, connector.tool, group, mapping, timezone,
                                                  run_id, state)
             result.loaded += loaded
             result.quarantined += quarantined
             if progress:
-                progress.advance(name, len(batch.records))
+                progress.advance(name, len(group.records))
         if census:
             live = set(connector.census())
             with lock:
@@ -110,6 +116,41 @@ def sync_connection(
                 records_loaded=result.loaded, records_quarantined=result.quarantined, records_deleted=result.deleted,
             )
     return result
+
+
+def grouped(batches: Iterable[Batch], records: int = 1, seconds: float = 0.0) -> Iterable[Batch]:
+    """Consecutive batches merged into groups of about `records` records or `seconds` of pulling."""
+    pending: list[Batch] = []
+    size, started = 0, time.monotonic()
+    for batch in batches:
+        if not pending:
+            started = time.monotonic()
+        pending.append(batch)
+        size += len(batch.records)
+        if size >= records or time.monotonic() - started >= seconds:
+            yield merge_batches(pending)
+            pending, size = [], 0
+    if pending:
+        yield merge_batches(pending)
+
+
+def merge_batches(batches: list[Batch]) -> Batch:
+    """One batch holding several, in order; a task's links come from the last batch that covers it, and the
+    cursor is the last one given."""
+    if len(batches) == 1:
+        return batches[0]
+    last_cover = {native_id: k for k, batch in enumerate(batches) for native_id in batch.covers_links_of}
+    merged = Batch()
+    for k, batch in enumerate(batches):
+        merged.records.extend(batch.records)
+        merged.projects.extend(batch.projects)
+        merged.due_changes.extend(batch.due_changes)
+        merged.people.extend(batch.people)
+        merged.links.extend(link for link in batch.links if last_cover.get(link.successor_native_id, k) == k)
+        if batch.cursor is not None:
+            merged.cursor = batch.cursor
+    merged.covers_links_of = list(last_cover)
+    return merged
 
 
 def _record_stats(result: SyncResult, connector: Connector) -> None:
@@ -234,7 +275,7 @@ def upsert_people(warehouse: Warehouse, connection: str, batch: Batch) -> None:
     if not rows:
         return
     frame = pd.DataFrame(list(rows.values()))
-    stored = warehouse.read("people")
+    stored = warehouse.read("people", "person_uid = ANY(%s)", [list(rows)])
     names = dict(zip(stored["person_uid"], stored["display_names"])) if not stored.empty else {}
     frame["display_names"] = [
         orjson.dumps({**(orjson.loads(names[u]) if names.get(u) else {}), connection: n}).decode()

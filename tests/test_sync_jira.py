@@ -26,11 +26,12 @@ from sandbox.server import Sandbox, task_uid
 PMSYNC = Path(sys.executable).with_name("pmsync")
 
 
-def jira_only_config(box: Sandbox, backend: Backend, path: Path) -> Path:
+def jira_only_config(box: Sandbox, backend: Backend, path: Path, **sync: object) -> Path:
     """The sandbox's configuration with only its Jira connection, pointed at the backend's warehouse."""
     config = box.config(warehouse=backend.config_url)
     config["connections"] = [c for c in config["connections"] if c["tool"] == "jira"]
     config["links"] = []
+    config["sync"].update(sync)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -148,7 +149,9 @@ def test_a_sync_killed_midway_and_run_again_leaves_the_tables_an_uninterrupted_s
     with Sandbox(size=1000, seed=11, as_of=date(2026, 11, 22), rate_limits=False) as box:
         killed = Backend(backend.name, backend.url, tmp_path / "killed", backend.schema and backend.schema + "_k")
         clean = Backend(backend.name, backend.url, tmp_path / "clean", backend.schema and backend.schema + "_c")
-        killed_config = jira_only_config(box, killed, tmp_path / "killed.yaml")
+        # Two pages to a transaction: the kill lands after a commit, and the resumed sync redoes what followed.
+        killed_config = jira_only_config(box, killed, tmp_path / "killed.yaml", commit_every_records=200,
+                                         commit_every_seconds=3600)
         clean_config = jira_only_config(box, clean, tmp_path / "clean.yaml")
         emulator = box.emulators["jira"]
         emulator.settings.latency_s = 0.02

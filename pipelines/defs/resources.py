@@ -103,7 +103,11 @@ class PmsyncResource(dg.ConfigurableResource):
         try:
             mapping = load_mapping(connection.tool).with_overrides(mapping_overrides(connection))
             with self.warehouse(config) as warehouse:
-                result = sync_connection(connector, mapping, warehouse, full=full, timezone=config.timezone)
+                result = sync_connection(
+                    connector, mapping, warehouse, full=full, timezone=config.timezone,
+                    commit_every_records=config.sync.commit_every_records,
+                    commit_every_seconds=config.sync.commit_every_seconds,
+                )
                 cursor = warehouse.get_cursor(connection_name, PULL_CURSOR)
                 live = warehouse.count("tasks", "connection = %s AND deleted_at IS NULL", [connection_name])
         finally:

@@ -1,0 +1,251 @@
+"""pmsync's own work for one benchmark size, run in a child process so that its peak memory is pmsync's alone.
+
+`python bench/stages.py full --config PATH --out JSON --spool DIR`: a full sync (every raw page handed to
+`load_batch` is timed and spooled to DIR), the schedule, then two pushes. `incremental`: an incremental sync, the
+schedule, the push plan and a push. `replay --spool DIR --out JSON`: normalize and load the spooled pages into a
+fresh DuckDB file, timed alone, with a profile of where that time goes. Each mode writes its figures as JSON,
+the process's peak resident memory (VmHWM) included. The orchestrator is bench/run.py.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib.util
+import io
+import json
+import pickle
+import pstats
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+import pmsync.sync as sync_module  # noqa: E402
+from pmsync.config import Config, load_config  # noqa: E402
+from pmsync.run import open_config_warehouse, run_sync  # noqa: E402
+
+# The spool keeps this many raw task records at most: enough for a steady throughput figure at every size.
+SPOOL_MAX_RECORDS = 200_000
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def emulator_bases(config: Config) -> dict[str, str]:
+    """The emulators' base URLs (where `/_sandbox/...` is served), by vendor."""
+    bases = {}
+    for connection in config.connections:
+        url = getattr(connection, "url", None) or getattr(connection, "base_url", None)
+        vendor = {"jira": "jira", "asana": "asana", "trello": "trello"}.get(connection.tool, "graph")
+        base = str(url).rstrip("/")
+        for root in ("/api/1.0", "/v1.0", "/1"):
+            base = base.removesuffix(root)
+        bases[vendor] = base
+    return bases
+
+
+def emulator_writes(config: Config) -> int:
+    """Write requests every emulator has served since its counters were last reset."""
+    return sum(httpx.get(f"{base}/_sandbox/stats", timeout=30).json()["writes"]
+               for base in emulator_bases(config).values())
+
+
+class LoadRecorder:
+    """Wraps `pmsync.sync.load_batch`: times every call and spools its inputs (up to a cap) for the replay."""
+
+    def __init__(self, spool: Path | None) -> None:
+        self.seconds: dict[str, float] = {}
+        self.tasks: dict[str, int] = {}
+        self.spooled = 0
+        self._lock = threading.Lock()
+        self._file = (spool / "batches.pickle").open("wb") if spool else None
+        self._inner = sync_module.load_batch
+
+    def __call__(self, warehouse: Any, connection: str, tool: str, batch: Any, mapping: Any, timezone: str,
+                 run_id: str, state: Any = None) -> tuple[int, int]:
+        if self._file is not None and self.spooled < SPOOL_MAX_RECORDS:
+            with self._lock:
+                pickle.dump((connection, tool, batch, mapping, timezone), self._file, pickle.HIGHEST_PROTOCOL)
+                self.spooled += len(batch.records)
+        started = time.perf_counter()
+        loaded, quarantined = self._inner(warehouse, connection, tool, batch, mapping, timezone, run_id, state)
+        with self._lock:
+            self.seconds[connection] = self.seconds.get(connection, 0.0) + time.perf_counter() - started
+            self.tasks[connection] = self.tasks.get(connection, 0) + loaded
+        return loaded, quarantined
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def timed_sync(config: Config, full: bool, recorder: LoadRecorder | None = None) -> dict[str, Any]:
+    """One `pmsync sync` (all connections, concurrently) with per-connection figures from `sync_runs`."""
+    if recorder is not None:
+        sync_module.load_batch = recorder
+    started = time.perf_counter()
+    outcome = run_sync(config, full=full)
+    wall = time.perf_counter() - started
+    with open_config_warehouse(config) as warehouse:
+        runs = warehouse.query(
+            "SELECT connection, mode, started_at, finished_at, requests, requests_429, records_pulled, records_loaded, "
+            "status, error FROM sync_runs WHERE run_id = ANY(%s)", [[r.run_id for r in outcome.results]])
+    connections = {}
+    for row in runs.to_dict("records"):
+        connections[row["connection"]] = {
+            "mode": row["mode"], "seconds": (row["finished_at"] - row["started_at"]).total_seconds(),
+            "requests": int(row["requests"] or 0), "requests_429": int(row["requests_429"] or 0),
+            "pulled": int(row["records_pulled"] or 0), "loaded": int(row["records_loaded"] or 0),
+            "status": row["status"], "error": row["error"],
+            "load_seconds": recorder.seconds.get(row["connection"], 0.0) if recorder else None,
+        }
+    return {"seconds": wall, "connections": connections, "failures": outcome.failures}
+
+
+def timed_schedule(config: Config) -> dict[str, Any]:
+    from schedule.compute import compute_and_store
+
+    started = time.perf_counter()
+    try:
+        with open_config_warehouse(config) as warehouse:
+            result = compute_and_store(warehouse, config)
+    except Exception as exc:  # a failing stage is a finding to report, not the end of the benchmark
+        return {"seconds": time.perf_counter() - started, "error": f"{type(exc).__name__}: {exc}"}
+    return {"seconds": time.perf_counter() - started, "rows": result.stored.get("schedule", 0)}
+
+
+def push_available() -> bool:
+    """True once writeback/push.py (another engineer's part) provides `run_push`."""
+    if importlib.util.find_spec("writeback.push") is None:
+        return False
+    return hasattr(importlib.import_module("writeback.push"), "run_push")
+
+
+def timed_push(config: Config) -> dict[str, Any]:
+    """One push (with write-back setup, as a first-time user runs it), and the writes the emulators saw."""
+    from writeback.push import run_push
+
+    before = emulator_writes(config)
+    started = time.perf_counter()
+    outcome = run_push(config, setup=True)
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds, "emulator_writes": emulator_writes(config) - before,
+        "planned": sum(r.planned for r in outcome.results.values()),
+        "written": sum(r.written for r in outcome.results.values()),
+        "failed": sum(r.failed for r in outcome.results.values()),
+        "failures": outcome.failures,
+        "errors": {name: r.errors[:2] for name, r in outcome.results.items() if r.errors},
+    }
+
+
+def planned_push(config: Config) -> int:
+    """Writes the push plan needs now (values whose hash differs from the ledger's)."""
+    from writeback.push import run_push
+
+    return sum(r.planned for r in run_push(config, dry_run=True).results.values())
+
+
+def run_full(config: Config, spool: Path) -> dict[str, Any]:
+    recorder = LoadRecorder(spool)
+    try:
+        figures: dict[str, Any] = {"sync": timed_sync(config, full=True, recorder=recorder)}
+    finally:
+        recorder.close()
+    figures["spooled_records"] = recorder.spooled
+    figures["schedule"] = timed_schedule(config)
+    if push_available():
+        figures["push_first"] = timed_push(config)
+        figures["push_second"] = timed_push(config)
+    return figures
+
+
+def run_incremental(config: Config) -> dict[str, Any]:
+    figures: dict[str, Any] = {"sync": timed_sync(config, full=False, recorder=LoadRecorder(None))}
+    figures["schedule"] = timed_schedule(config)
+    if push_available():
+        figures["push_planned"] = planned_push(config)
+        figures["push_after_change"] = timed_push(config)
+    return figures
+
+
+def read_spool(spool: Path) -> list[tuple]:
+    batches = []
+    with (spool / "batches.pickle").open("rb") as file:
+        while True:
+            try:
+                batches.append(pickle.load(file))
+            except EOFError:
+                return batches
+
+
+def replay(batches: list[tuple]) -> tuple[float, float, int]:
+    """Normalize and load every batch into a fresh DuckDB file: (normalize-only seconds, normalize+load seconds,
+    tasks loaded)."""
+    from mappings.normalize import normalize_tasks
+    from warehouse import open_warehouse
+
+    started = time.perf_counter()
+    for connection, _, batch, mapping, timezone in batches:
+        normalize_tasks(batch.records, mapping, connection, timezone)
+    normalize_s = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="pmsync-bench-load-") as tmp, \
+            open_warehouse(f"duckdb:///{tmp}/load.duckdb") as warehouse:
+        run_ids = {}
+        started = time.perf_counter()
+        loaded = 0
+        state = sync_module._RunState()
+        for connection, tool, batch, mapping, timezone in batches:
+            run_id = run_ids.setdefault(connection, warehouse.start_run(connection, "full"))
+            with warehouse.transaction():
+                loaded += sync_module.load_batch(warehouse, connection, tool, batch, mapping, timezone, run_id,
+                                                 state)[0]
+        return normalize_s, time.perf_counter() - started, loaded
+
+
+def run_replay(spool: Path, profile_out: Path) -> dict[str, Any]:
+    batches = read_spool(spool)
+    normalize_s, load_s, loaded = replay(batches)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    replay(batches)
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
+    profile_out.write_text(text.getvalue())
+    records = sum(len(b[2].records) for b in batches)
+    return {"batches": len(batches), "records": records, "loaded": loaded, "normalize_seconds": normalize_s,
+            "normalize_load_seconds": load_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("full", "incremental", "replay"))
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--spool", type=Path)
+    parser.add_argument("--profile", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    if args.mode == "replay":
+        figures = run_replay(args.spool, args.profile)
+    else:
+        config = load_config(args.config)
+        figures = run_full(config, args.spool) if args.mode == "full" else run_incremental(config)
+    figures["peak_rss_mb"] = peak_rss_mb()
+    args.out.write_text(json.dumps(figures, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
