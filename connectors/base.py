@@ -72,6 +72,9 @@ class Batch:
     links: list[Link] = field(default_factory=list)
     covers_links_of: list[str] = field(default_factory=list)
     people: list[PersonRecord] = field(default_factory=list)
+    # Whole records the connector could not even turn into raw records (an unreadable plan file):
+    # (native id, payload, reason), kept in quarantine like a record that fails to normalize.
+    rejected: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
     cursor: dict[str, str] | None = None
 
 

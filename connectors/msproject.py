@@ -83,6 +83,10 @@ def start_jvm() -> None:
                                    "starting the JVM.") from None
 
 
+class UnreadableFile(ValueError):
+    """A plan file MPXJ cannot read (the message says which and why)."""
+
+
 def read_project(content: bytes) -> Any:
     """MPXJ's ProjectFile for the bytes of an .mpp or MSPDI file; ValueError when MPXJ cannot read them."""
     start_jvm()
@@ -308,7 +312,18 @@ class MsProjectConnector(Connector):
             if known and known.get("version") == version.version:
                 census.update(f"{version.prefix}:{uid}" for uid in parse_ranges(known.get("uids", "")))
                 continue
-            project = self._read(f, version)
+            try:
+                project = self._read(f, version)
+            except UnreadableFile as exc:
+                # Quarantined, not fatal: the other files still load, the file's tasks are not taken as deleted,
+                # and it is read again once it changes.
+                if known:
+                    census.update(f"{version.prefix}:{uid}" for uid in parse_ranges(known.get("uids", "")))
+                committed[version.ref] = orjson.dumps(
+                    {"version": version.version, "uids": (known or {}).get("uids", "")}).decode()
+                payload = {"file": version.name, "source": str(f), "version": version.version}
+                yield Batch(rejected=[(version.prefix, payload, str(exc))], cursor=dict(committed))
+                continue
             records = project_records(project, version.prefix)
             title = project_title(project, Path(version.name).stem)
             census.update(r["_pmsync"]["native_id"] for r in records)
@@ -365,8 +380,8 @@ class MsProjectConnector(Connector):
         try:
             return read_project(content)
         except ValueError as exc:
-            raise ConnectionFailed(f"MS Project file {version.name} ({f}) is not a project MPXJ can read: "
-                                   f"{exc}; check that it is an .mpp or MS Project XML file.") from None
+            raise UnreadableFile(f"MS Project file {version.name} ({f}) is not a project MPXJ can read: "
+                                 f"{exc}; check that it is an .mpp or MS Project XML file.") from None
 
     def _file_batches(self, version: FileVersion, title: str, records: list[dict[str, Any]],
                       cursor: dict[str, str]) -> Iterator[Batch]:

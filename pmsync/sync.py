@@ -146,6 +146,7 @@ def merge_batches(batches: list[Batch]) -> Batch:
         merged.projects.extend(batch.projects)
         merged.due_changes.extend(batch.due_changes)
         merged.people.extend(batch.people)
+        merged.rejected.extend(batch.rejected)
         merged.links.extend(link for link in batch.links if last_cover.get(link.successor_native_id, k) == k)
         if batch.cursor is not None:
             merged.cursor = batch.cursor
@@ -183,11 +184,18 @@ def load_batch(
     if batch.people:
         upsert_people(warehouse, connection, batch)
     replace_links(warehouse, connection, batch.covers_links_of, batch.links, now)
-    if not page.quarantine.empty:
-        warehouse.quarantine(page.quarantine.assign(run_id=run_id, quarantined_at=now))
+    quarantined = page.quarantine
+    if batch.rejected:
+        rejected = pd.DataFrame(
+            [(connection, native_id, orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode(), reason)
+             for native_id, payload, reason in batch.rejected],
+            columns=["connection", "native_id", "raw_payload", "reason"])
+        quarantined = pd.concat([quarantined, rejected], ignore_index=True) if not quarantined.empty else rejected
+    if not quarantined.empty:
+        warehouse.quarantine(quarantined.assign(run_id=run_id, quarantined_at=now))
     if batch.cursor is not None:
         warehouse.set_cursor(connection, PULL_CURSOR, orjson.dumps(batch.cursor).decode())
-    return len(tasks), len(page.quarantine)
+    return len(tasks), len(quarantined)
 
 
 def _dedupe(tasks: pd.DataFrame, state: _RunState | None) -> pd.DataFrame:

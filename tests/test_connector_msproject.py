@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 import pytest
 
@@ -330,3 +331,17 @@ def test_a_wrong_token_gives_one_sentence_without_the_token(box: Sandbox, connec
 def test_a_missing_local_file_is_named(connect, tmp_path: Path) -> None:
     with pytest.raises(ConnectionFailed, match="nowhere.mpp"):
         connect(None, [f"file:{tmp_path / 'nowhere.mpp'}"]).check()
+
+
+def test_an_unreadable_plan_is_quarantined_and_the_other_files_still_load(
+    shared_box: Sandbox, warehouse: Warehouse, connect, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.mpp"
+    broken.write_bytes(b"this is not a project file at all")
+    connector = connect(shared_box, [*drive_files(shared_box), f"file:{broken}"])
+    result = sync(connector, warehouse)
+    assert result.ok and result.quarantined == 1
+    (row,) = warehouse.read("quarantine").itertuples()
+    assert row.native_id == "broken" and "not a project MPXJ can read" in row.reason
+    assert orjson.loads(row.raw_payload)["file"] == "broken.mpp"
+    assert warehouse.count("tasks") == len(msproject_tasks(shared_box))
