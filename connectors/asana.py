@@ -46,7 +46,7 @@ import urllib3
 from asana.rest import ApiException
 
 from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord, Write, WriteResult
-from connectors.http import RetryPolicy, backoff_delay, parse_retry_after
+from connectors.http import RetryPolicy, parse_retry_after, retry_delay
 from pmsync.config import AsanaConnection
 from pmsync.errors import ConnectionFailed
 
@@ -885,10 +885,7 @@ class AsanaConnector(Connector):
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _wait(self, attempt: int, retry_after: float | None, why: str) -> None:
-        delay = backoff_delay(attempt, self.policy, retry_after)
-        self.stats.add(retries=1, waited_s=delay)
-        log.info("retrying after %.2fs: %s", delay, why)
-        self.sleep(delay)
+        self.sleep(retry_delay(self.policy, self.stats, attempt, retry_after, why))
 
     def _failure(self, status: int, exc: ApiException, doing: str) -> ConnectionFailed:
         if status == 0:

@@ -45,7 +45,7 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph_core import GraphClientFactory
 from msgraph_core.authentication import AzureIdentityAuthenticationProvider
 
-from connectors.http import Pacer, RequestStats, RetryPolicy, backoff_delay, is_broken_json, parse_retry_after
+from connectors.http import Pacer, RequestStats, RetryPolicy, is_broken_json, parse_retry_after, retry_delay
 from pmsync.errors import ConnectionFailed
 
 log = logging.getLogger("pmsync.graph")
@@ -127,10 +127,7 @@ class RetryingTransport(httpx.AsyncBaseTransport):
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _wait(self, attempt: int, retry_after: float | None, why: str) -> None:
-        delay = backoff_delay(attempt, self.policy, retry_after)
-        self.stats.add(retries=1, waited_s=delay)
-        log.info("retrying after %.2fs: %s", delay, why)
-        await asyncio.sleep(delay)
+        await asyncio.sleep(retry_delay(self.policy, self.stats, attempt, retry_after, why))
 
     async def aclose(self) -> None:
         await self.inner.aclose()
