@@ -14,7 +14,7 @@ import typing
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -198,12 +198,11 @@ class AsanaAuth(_Section):
     token: SecretStr = Field(min_length=1)
 
 
-class AsanaConnection(_Connection):
-    tool: Literal["asana"]
+class _ApiConnection(_Connection):
+    """A connection whose API root may be overridden (`base_url`), e.g. to point it at the sandbox."""
+
+    DEFAULT_API: ClassVar[str] = ""
     base_url: str | None = None
-    auth: AsanaAuth
-    workspace: str = Field(min_length=1)
-    projects: list[str] = Field(min_length=1)
 
     @field_validator("base_url")
     @classmethod
@@ -212,8 +211,16 @@ class AsanaConnection(_Connection):
 
     @property
     def api_url(self) -> str:
-        """Where the REST API lives: `base_url`, else Asana's."""
-        return self.base_url or "https://app.asana.com/api/1.0"
+        """Where the REST API lives: `base_url`, else the vendor's own."""
+        return self.base_url or self.DEFAULT_API
+
+
+class AsanaConnection(_ApiConnection):
+    DEFAULT_API: ClassVar[str] = "https://app.asana.com/api/1.0"
+    tool: Literal["asana"]
+    auth: AsanaAuth
+    workspace: str = Field(min_length=1)
+    projects: list[str] = Field(min_length=1)
 
 
 class TrelloAuth(_Section):
@@ -221,21 +228,11 @@ class TrelloAuth(_Section):
     token: SecretStr = Field(min_length=1)
 
 
-class TrelloConnection(_Connection):
+class TrelloConnection(_ApiConnection):
+    DEFAULT_API: ClassVar[str] = "https://api.trello.com/1"
     tool: Literal["trello"]
-    base_url: str | None = None
     auth: TrelloAuth
     boards: list[str] = Field(min_length=1)
-
-    @field_validator("base_url")
-    @classmethod
-    def _api_base(cls, url: str | None) -> str | None:
-        return None if url is None else _http_url(url)
-
-    @property
-    def api_url(self) -> str:
-        """Where the REST API lives: `base_url`, else Trello's."""
-        return self.base_url or "https://api.trello.com/1"
 
 
 class GraphClientCredentials(_Section):
@@ -266,19 +263,14 @@ GraphAuth = Annotated[
 ]
 
 
-class _GraphConnection(_Connection):
-    base_url: str | None = None
+class _GraphConnection(_ApiConnection):
+    DEFAULT_API: ClassVar[str] = GRAPH_API
     login_url: str | None = None
 
-    @field_validator("base_url", "login_url")
+    @field_validator("login_url")
     @classmethod
-    def _endpoints(cls, url: str | None) -> str | None:
+    def _login(cls, url: str | None) -> str | None:
         return None if url is None else _http_url(url)
-
-    @property
-    def api_url(self) -> str:
-        """Where Microsoft Graph lives: `base_url`, else graph.microsoft.com/v1.0."""
-        return self.base_url or GRAPH_API
 
     @property
     def token_url(self) -> str | None:
