@@ -12,6 +12,7 @@ import argparse
 import cProfile
 import importlib.util
 import io
+import itertools
 import json
 import pickle
 import pstats
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 import pmsync.sync as sync_module  # noqa: E402
-from pmsync.config import Config, load_config  # noqa: E402
+from pmsync.config import Config, SyncSettings, load_config  # noqa: E402
 from pmsync.run import open_config_warehouse, run_sync  # noqa: E402
 
 # The spool keeps this many raw task records at most: enough for a steady throughput figure at every size.
@@ -192,8 +193,8 @@ def read_spool(spool: Path) -> list[tuple]:
 
 
 def replay(batches: list[tuple]) -> tuple[float, float, int]:
-    """Normalize and load every batch into a fresh DuckDB file: (normalize-only seconds, normalize+load seconds,
-    tasks loaded)."""
+    """Normalize and load every batch into a fresh DuckDB file, grouped into transactions as `pmsync sync` groups
+    them by default: (normalize-only seconds, normalize+load seconds, tasks loaded)."""
     from mappings.normalize import normalize_tasks
     from warehouse import open_warehouse
 
@@ -207,11 +208,15 @@ def replay(batches: list[tuple]) -> tuple[float, float, int]:
         started = time.perf_counter()
         loaded = 0
         state = sync_module._RunState()
-        for connection, tool, batch, mapping, timezone in batches:
+        defaults = SyncSettings()
+        for (connection, tool, mapping, timezone), run in itertools.groupby(
+                batches, key=lambda b: (b[0], b[1], b[3], b[4])):
             run_id = run_ids.setdefault(connection, warehouse.start_run(connection, "full"))
-            with warehouse.transaction():
-                loaded += sync_module.load_batch(warehouse, connection, tool, batch, mapping, timezone, run_id,
-                                                 state)[0]
+            pages = [page for _, _, page, _, _ in run]
+            for group in sync_module.grouped(pages, defaults.commit_every_records, defaults.commit_every_seconds):
+                with warehouse.transaction():
+                    loaded += sync_module.load_batch(warehouse, connection, tool, group, mapping, timezone, run_id,
+                                                     state)[0]
         return normalize_s, time.perf_counter() - started, loaded
 
 
