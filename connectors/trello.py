@@ -414,6 +414,8 @@ class TrelloConnector(Connector):
         status = load_mapping("trello").status_category
         self.done_lists = {name for name, category in status.map.items() if category == "done"}
         self._me: dict[str, Any] | None = None
+        # Card ids of the boards the current pull listed whole: the census after it needs no second listing.
+        self._listed: dict[str, list[str]] = {}
         self._short_links: dict[str, str | None] = {}
         self._pool: ThreadPoolExecutor | None = None
         # What write-back looked up, once per connector (a push builds its own connector); a push writes from
@@ -449,6 +451,7 @@ class TrelloConnector(Connector):
         """Batches of cards changed since `cursor` (every card of every board when None), board by board; a
         board missing from the cursor is pulled whole."""
         position = dict(cursor or {})
+        self._listed = {}
         for board_id in self.boards:
             if board_id in position:
                 yield from self._board_changes(board_id, position)
@@ -456,8 +459,12 @@ class TrelloConnector(Connector):
                 yield from self._whole_board(board_id, position)
 
     def census(self) -> Iterator[str]:
-        """Every card id of the configured boards, archived ones included (1000 ids per request)."""
+        """Every card id of the configured boards, archived ones included (1000 ids per request); a board whose
+        every card this connector's pull just listed is not listed again."""
         for board_id in self.boards:
+            if board_id in self._listed:
+                yield from self._listed[board_id]
+                continue
             for page in self._pages(f"boards/{board_id}/cards/all", {"fields": "id"}, f"listing board {board_id}"):
                 for card in page:
                     yield card["id"]
@@ -664,8 +671,12 @@ class TrelloConnector(Connector):
         card_pages = self._pages(f"boards/{board_id}/cards", {"filter": "all", **CARD_EXTRAS},
                                  f"listing the cards of board {board_id}")
         page = next(card_pages, [])
+        listed: list[str] = []
         while True:
+            listed.extend(card["id"] for card in page)
             following = next(card_pages, None)
+            if following is None:
+                self._listed[board_id] = listed
             batch = self.card_batch(page, furniture, history)
             if first:
                 batch.projects = [furniture.project()]
