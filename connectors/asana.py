@@ -362,6 +362,7 @@ class AsanaConnector(Connector):
         self.field_settings_api = asana.CustomFieldSettingsApi(self.client)
         self.status_api = asana.StatusUpdatesApi(self.client)
         self._pool: ThreadPoolExecutor | None = None
+        self._walked: list[str] | None = None  # every gid of the last full walk, for the census after it
         self._fresh_tokens: dict[str, str] = {}
         # What write-back looked up, once per connector (a push builds its own connector); a push writes from
         # several threads, so lookups are made under one lock.
@@ -399,6 +400,9 @@ class AsanaConnector(Connector):
         start = self.projects.index(state.project) if state.project is not None else 0
         projects = self.project_records()
         first = True
+        # A full walk from the first project sees every task and subtask: the census after it needs no listing.
+        walked: list[str] | None = [] if cursor is None else None
+        self._walked = None
         for k in range(start, len(self.projects)):
             gid = self.projects[k]
             if state.project != gid:
@@ -406,11 +410,19 @@ class AsanaConnector(Connector):
             for batch in self._project_batches(gid, state, last=k == len(self.projects) - 1):
                 if first:
                     batch.projects, first = projects, False
+                if walked is not None:
+                    walked.extend(str(record["gid"]) for record in batch.records if isinstance(record, dict)
+                                  and record.get("gid"))
                 yield batch
+        self._walked = walked
 
     def census(self) -> Iterator[str]:
         """Every task gid of the configured projects (ids-only listings), then the hidden subtasks: one
-        subtasks request per parent whose `num_subtasks` exceeds its children seen in the listings."""
+        subtasks request per parent whose `num_subtasks` exceeds its children seen in the listings. After a full
+        walk by this connector, the gids it saw."""
+        if self._walked is not None:
+            yield from self._walked
+            return
         expected: dict[str, int] = {}
         listed_children: dict[str, int] = {}
         for project in self.projects:
