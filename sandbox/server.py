@@ -69,6 +69,8 @@ class Sandbox:
     latency_s: float = 0.0
     rate_limits: bool = True
     portfolio: Portfolio | None = None
+    # Which emulators to serve (all four by default; a test of one vendor may serve just that one).
+    vendors: tuple[str, ...] = VENDORS
     emulators: dict[str, Emulator] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
     tls_files: TLSFiles | None = None
@@ -94,14 +96,14 @@ class Sandbox:
             self._tmp = tempfile.TemporaryDirectory(prefix="pmsync-sandbox-tls-")
             self.tls_files = TLSFiles.create(Path(self._tmp.name))
         sockets = []
-        for k, vendor in enumerate(VENDORS):
+        for k, vendor in enumerate(self.vendors):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", self.port + k if self.port else 0))
             sockets.append(sock)
             self.urls[vendor] = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
         self.portfolio.urls.update(self.urls)
-        for vendor in VENDORS:
+        for vendor in self.vendors:
             module = importlib.import_module(f"sandbox.{vendor}")
             settings = EmulatorSettings(
                 latency_s=self.latency_s, rate_limit=module.default_rate_limit() if self.rate_limits else None
@@ -122,7 +124,7 @@ class Sandbox:
         tls = {}
         if self.tls_files:
             tls = {"ssl_certfile": str(self.tls_files.cert), "ssl_keyfile": str(self.tls_files.key)}
-        for vendor, sock in zip(VENDORS, sockets):
+        for vendor, sock in zip(self.vendors, sockets):
             config = uvicorn.Config(
                 self.emulators[vendor], log_level="warning", access_log=False, lifespan="off",
                 timeout_keep_alive=30, **tls,

@@ -24,7 +24,7 @@ from pmsync.config import AsanaConnection
 from pmsync.errors import ConnectionFailed
 from pmsync.links import resolve_url_links
 from pmsync.sync import sync_connection
-from sandbox import ids, server
+from sandbox import ids
 from sandbox.core import CREDENTIALS, RateLimit
 from sandbox.generator import (
     ASANA,
@@ -50,25 +50,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _asana_only() -> Sandbox:
-    return Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False)
+    return Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False, vendors=("asana",))
 
 
 @pytest.fixture(scope="module")
 def shared_box() -> Iterator[Sandbox]:
     """A read-only sandbox serving only Asana, shared by the module."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(server, "VENDORS", ("asana",))
-        with _asana_only() as box:
-            yield box
+    with _asana_only() as box:
+        yield box
 
 
 @pytest.fixture
 def box() -> Iterator[Sandbox]:
     """A sandbox serving only Asana that one test may change."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(server, "VENDORS", ("asana",))
-        with _asana_only() as sandbox_:
-            yield sandbox_
+    with _asana_only() as sandbox_:
+        yield sandbox_
 
 
 def connection(box: Sandbox, **overrides: Any) -> AsanaConnection:

@@ -21,7 +21,7 @@ from mappings.mapping import load_mapping
 from mappings.normalize import normalize_tasks
 from pmsync.config import JiraConnection
 from pmsync.errors import ConnectionFailed
-from sandbox import ids, server
+from sandbox import ids
 from sandbox.core import CREDENTIALS, RateLimit
 from sandbox.generator import JIRA, LINK_NATIVE, LINK_REMOTE, NO_DAY, STATUS_CATEGORIES, day_to_date
 from sandbox.pytest_plugin import TEST_AS_OF
@@ -32,25 +32,21 @@ EMAIL, TOKEN = CREDENTIALS["jira"]["email"], CREDENTIALS["jira"]["token"]
 
 
 def _jira_only_sandbox() -> Sandbox:
-    return Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False)
+    return Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False, vendors=("jira",))
 
 
 @pytest.fixture(scope="module")
 def shared_box() -> Iterator[Sandbox]:
     """A read-only sandbox serving only Jira, shared by the module."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(server, "VENDORS", ("jira",))
-        with _jira_only_sandbox() as box:
-            yield box
+    with _jira_only_sandbox() as box:
+        yield box
 
 
 @pytest.fixture
 def box() -> Iterator[Sandbox]:
     """A sandbox serving only Jira that one test may change."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(server, "VENDORS", ("jira",))
-        with _jira_only_sandbox() as sandbox_:
-            yield sandbox_
+    with _jira_only_sandbox() as sandbox_:
+        yield sandbox_
 
 
 def connection(box: Sandbox, **overrides: Any) -> JiraConnection:
@@ -427,19 +423,17 @@ def test_rest_api_v2_pulls_the_same_issues(shared_box: Sandbox, full_pull, conne
 
 
 def test_tls_is_verified_against_the_configured_ca_bundle() -> None:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(server, "VENDORS", ("jira",))
-        with Sandbox(size=40, seed=7, as_of=TEST_AS_OF, rate_limits=False, tls=True) as box:
-            assert box.tls_files is not None
-            trusted = JiraConnector.from_config(connection(box, ca_bundle=str(box.tls_files.ca_bundle)))
-            untrusted = JiraConnector.from_config(connection(box, rate_limit={"max_retries": 0}))
-            try:
-                assert sorted(trusted.census()) == sorted(native_id(box.portfolio, i) for i in jira_tasks(box))
-                with pytest.raises(ConnectionFailed, match="TLS verification"):
-                    untrusted.check()
-            finally:  # before the sandbox stops: it waits for open connections
-                trusted.close()
-                untrusted.close()
+    with Sandbox(size=40, seed=7, as_of=TEST_AS_OF, rate_limits=False, tls=True, vendors=("jira",)) as box:
+        assert box.tls_files is not None
+        trusted = JiraConnector.from_config(connection(box, ca_bundle=str(box.tls_files.ca_bundle)))
+        untrusted = JiraConnector.from_config(connection(box, rate_limit={"max_retries": 0}))
+        try:
+            assert sorted(trusted.census()) == sorted(native_id(box.portfolio, i) for i in jira_tasks(box))
+            with pytest.raises(ConnectionFailed, match="TLS verification"):
+                untrusted.check()
+        finally:  # before the sandbox stops: it waits for open connections
+            trusted.close()
+            untrusted.close()
 
 
 def test_with_remote_links_off_a_full_pull_costs_only_the_search_pages(shared_box: Sandbox, connect) -> None:

@@ -21,7 +21,7 @@ from mappings.mapping import load_mapping
 from pmsync.config import MsProjectConnection
 from pmsync.errors import ConnectionFailed
 from pmsync.sync import sync_connection
-from sandbox import ids, server
+from sandbox import ids
 from sandbox.core import CREDENTIALS
 from sandbox.generator import (
     FF,
@@ -59,23 +59,19 @@ pytest.importorskip("mpxj")
 
 
 def _graph_only() -> Sandbox:
-    return Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False)
+    return Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False, vendors=("graph",))
 
 
 @pytest.fixture(scope="module")
 def shared_box() -> Iterator[Sandbox]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(server, "VENDORS", ("graph",))
-        with _graph_only() as box:
-            yield box
+    with _graph_only() as box:
+        yield box
 
 
 @pytest.fixture
 def box() -> Iterator[Sandbox]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(server, "VENDORS", ("graph",))
-        with _graph_only() as sandbox_:
-            yield sandbox_
+    with _graph_only() as sandbox_:
+        yield sandbox_
 
 
 def drive_files(box: Sandbox) -> list[str]:

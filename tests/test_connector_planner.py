@@ -23,7 +23,7 @@ from mappings.mapping import load_mapping
 from pmsync.config import PlannerConnection
 from pmsync.errors import ConnectionFailed
 from pmsync.sync import sync_connection
-from sandbox import graph, ids, server
+from sandbox import graph, ids
 from sandbox.core import CREDENTIALS, RateLimit
 from sandbox.generator import CANCELLED, NO_DAY, PLANNER, STATUS_CATEGORIES, day_to_date
 from sandbox.pytest_plugin import TEST_AS_OF
@@ -38,25 +38,21 @@ TASKS_ROUTE = "GET /v1.0/planner/plans/{plan}/tasks"
 
 
 def _graph_only() -> Sandbox:
-    return Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False)
+    return Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False, vendors=("graph",))
 
 
 @pytest.fixture(scope="module")
 def shared_box() -> Iterator[Sandbox]:
     """A read-only sandbox serving only Graph, shared by the module."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(server, "VENDORS", ("graph",))
-        with _graph_only() as box:
-            yield box
+    with _graph_only() as box:
+        yield box
 
 
 @pytest.fixture
 def box() -> Iterator[Sandbox]:
     """A sandbox serving only Graph that one test may change."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(server, "VENDORS", ("graph",))
-        with _graph_only() as sandbox_:
-            yield sandbox_
+    with _graph_only() as sandbox_:
+        yield sandbox_
 
 
 def connection_dict(box: Sandbox, **overrides: Any) -> dict[str, Any]:
@@ -389,10 +385,9 @@ def test_group_plans_are_pulled_like_configured_ones(shared_box: Sandbox, connec
 
 
 def test_client_credentials_are_exchanged_at_the_configured_login_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server, "VENDORS", ("graph",))
     creds = CREDENTIALS["graph"]
     # azure-identity insists on an https authority: this sandbox serves TLS from its throwaway CA.
-    with Sandbox(size=60, seed=7, as_of=TEST_AS_OF, rate_limits=False, tls=True) as secure:
+    with Sandbox(size=60, seed=7, as_of=TEST_AS_OF, rate_limits=False, tls=True, vendors=("graph",)) as secure:
         assert secure.tls_files is not None
         raw = connection_dict(secure, login_url=secure.urls["graph"], ca_bundle=str(secure.tls_files.ca_bundle),
                               auth={"tenant_id": creds["tenant_id"], "client_id": creds["client_id"],

@@ -23,7 +23,7 @@ from mappings.mapping import load_mapping
 from pmsync.config import TrelloConnection
 from pmsync.errors import ConnectionFailed
 from pmsync.sync import sync_connection
-from sandbox import ids, server
+from sandbox import ids
 from sandbox.core import CREDENTIALS, RateLimit
 from sandbox.generator import DONE, LINK_ATTACHMENT, NO_DAY, STATUS_CATEGORIES, TRELLO, day_to_date
 from sandbox.pytest_plugin import TEST_AS_OF
@@ -41,25 +41,21 @@ RUN_TIMES = {"tasks": ["first_seen_at", "last_synced_at"], "projects": ["first_s
 
 
 def _trello_only_sandbox() -> Sandbox:
-    return Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False)
+    return Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False, vendors=("trello",))
 
 
 @pytest.fixture(scope="module")
 def shared_box() -> Iterator[Sandbox]:
     """A read-only sandbox serving only Trello, shared by the module."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(server, "VENDORS", ("trello",))
-        with _trello_only_sandbox() as box:
-            yield box
+    with _trello_only_sandbox() as box:
+        yield box
 
 
 @pytest.fixture
 def box() -> Iterator[Sandbox]:
     """A sandbox serving only Trello that one test may change."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(server, "VENDORS", ("trello",))
-        with _trello_only_sandbox() as sandbox_:
-            yield sandbox_
+    with _trello_only_sandbox() as sandbox_:
+        yield sandbox_
 
 
 def connection(box: Sandbox, **overrides: Any) -> TrelloConnection:

@@ -20,7 +20,7 @@ from msgraph.generated.models.planner_task import PlannerTask
 from msgraph.generated.models.planner_task_details import PlannerTaskDetails
 from msgraph_core.authentication import AzureIdentityAuthenticationProvider
 
-from sandbox import graph, ids, server
+from sandbox import graph, ids
 from sandbox.core import CREDENTIALS, RateLimit
 from sandbox.generator import DONE, MSPROJECT, NO_DAY, PLANNER, day_number, day_to_date
 from sandbox.mspdi import render_project
@@ -33,8 +33,7 @@ TOKEN = CREDENTIALS["graph"]["token"]
 @pytest.fixture
 def box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     """A small sandbox serving only the Graph emulator, so these tests do not depend on the other vendors."""
-    monkeypatch.setattr(server, "VENDORS", ("graph",))
-    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False) as sandbox_:
+    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False, vendors=("graph",)) as sandbox_:
         yield sandbox_
 
 
@@ -487,10 +486,9 @@ def test_azure_identity_client_secret_credential_uses_the_sandbox_as_authority(
 ) -> None:
     from azure.identity import ClientSecretCredential
 
-    monkeypatch.setattr(server, "VENDORS", ("graph",))
     creds = CREDENTIALS["graph"]
     # azure-identity insists on an https authority, so this sandbox serves TLS from its throwaway CA.
-    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False, tls=True) as secure:
+    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False, vendors=("graph",), tls=True) as secure:
         assert secure.tls_files is not None
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(secure.tls_files.ca_bundle))
         credential = ClientSecretCredential(

@@ -10,7 +10,7 @@ import pytest
 from jira import JIRA
 from jira.exceptions import JIRAError
 
-from sandbox import ids, server
+from sandbox import ids
 from sandbox.core import CREDENTIALS, RateLimit
 from sandbox.generator import JIRA as JIRA_TOOL
 from sandbox.generator import LINK_NATIVE, LINK_REMOTE, day_number, day_to_date
@@ -24,8 +24,7 @@ EMAIL, TOKEN = CREDENTIALS["jira"]["email"], CREDENTIALS["jira"]["token"]
 @pytest.fixture
 def box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     """A small sandbox serving only the Jira emulator, so these tests do not depend on the other vendors."""
-    monkeypatch.setattr(server, "VENDORS", ("jira",))
-    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False) as sandbox_:
+    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False, vendors=("jira",)) as sandbox_:
         yield sandbox_
 
 

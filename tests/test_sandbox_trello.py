@@ -13,7 +13,6 @@ from trello import TrelloClient
 from trello.exceptions import Unauthorized
 from urllib3.util.retry import Retry
 
-from sandbox import server
 from sandbox.core import CREDENTIALS, RateLimit
 from sandbox.generator import DONE, LINK_ATTACHMENT, NO_DAY, TRELLO, day_number
 from sandbox.ids import task_url, trello_id
@@ -42,8 +41,7 @@ class SandboxSession(requests.Session):
 @pytest.fixture
 def box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     """A small sandbox serving only Trello (the other emulators are not what these tests pin), recording."""
-    monkeypatch.setattr(server, "VENDORS", ("trello",))
-    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False) as sandbox_:
+    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False, vendors=("trello",)) as sandbox_:
         sandbox_.emulators["trello"].settings.record = True
         yield sandbox_
 

@@ -14,7 +14,13 @@ from mappings.schema import TABLES
 from pmsync.config import Config, load_config
 from warehouse import open_warehouse
 from writeback.ledger import read_ledger, record_failed, record_written
-from writeback.plan import changed_fields, compare_with_ledger, payload_hash, plan_from_frames, status_sentence
+from writeback.plan import (
+    changed_fields,
+    compare_with_ledger,
+    payload_hash,
+    plan_from_frames,
+    status_sentence,
+)
 from writeback.push import run_push
 
 AS_OF = date(2026, 11, 22)

@@ -11,7 +11,6 @@ from typing import Any
 
 import jira
 import pandas as pd
-import pytest
 import yaml
 
 from pmsync.config import Config, load_config

@@ -322,10 +322,8 @@ def test_removing_a_milestone_archives_its_item_and_leaves_the_others(world: Wor
 
 @pytest.fixture
 def graph_box() -> Iterator[Sandbox]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(server, "VENDORS", ("graph",))
-        with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False) as box:
-            yield box
+    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False, vendors=("graph",)) as box:
+        yield box
 
 
 def planner_connector(box: Sandbox) -> PlannerConnector:

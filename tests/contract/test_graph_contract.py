@@ -23,7 +23,7 @@ from msgraph.generated.models.planner_task import PlannerTask
 from msgraph.generated.models.planner_task_details import PlannerTaskDetails
 from msgraph_core.authentication import AzureIdentityAuthenticationProvider
 
-from sandbox import graph, ids, server
+from sandbox import graph, ids
 from sandbox.core import CREDENTIALS, Recorded
 from sandbox.generator import MSPROJECT, PLANNER
 from sandbox.pytest_plugin import TEST_AS_OF
@@ -38,9 +38,8 @@ OUTSIDE_THE_PLANNER_SPEC = ("GET /v1.0/drives/", "PUT /v1.0/drives/", "GET /v1.0
 def box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     """A recording sandbox serving only the Graph emulator, with pages small enough to page a small plan."""
     require_specs()
-    monkeypatch.setattr(server, "VENDORS", ("graph",))
     monkeypatch.setattr(graph, "PAGE_SIZE", 8)
-    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False) as sandbox_:
+    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False, vendors=("graph",)) as sandbox_:
         sandbox_.emulators["graph"].settings.record = True
         yield sandbox_
 

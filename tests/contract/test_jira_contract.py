@@ -8,7 +8,7 @@ import httpx
 import pytest
 from jira import JIRA
 
-from sandbox import ids, server
+from sandbox import ids
 from sandbox.core import CREDENTIALS, Recorded
 from sandbox.generator import JIRA as JIRA_TOOL
 from sandbox.generator import LINK_REMOTE
@@ -36,8 +36,7 @@ KNOWN_DEPARTURES = (
 @pytest.fixture
 def recording_box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     require_specs()
-    monkeypatch.setattr(server, "VENDORS", ("jira",))
-    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False) as box:
+    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False, vendors=("jira",)) as box:
         box.emulators["jira"].settings.record = True
         yield box
 

@@ -9,7 +9,6 @@ import httpx
 import pytest
 from trello import TrelloClient
 
-from sandbox import server
 from sandbox.core import CREDENTIALS
 from sandbox.pytest_plugin import TEST_AS_OF
 from sandbox.server import Sandbox
@@ -38,8 +37,7 @@ ALLOWED = (
 @pytest.fixture
 def box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     require_specs()
-    monkeypatch.setattr(server, "VENDORS", ("trello",))
-    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=True) as sandbox_:
+    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=True, vendors=("trello",)) as sandbox_:
         sandbox_.emulators["trello"].settings.record = True
         sandbox_.emulators["trello"].settings.rate_limit.limit = 10_000
         yield sandbox_
