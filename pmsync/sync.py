@@ -221,23 +221,31 @@ def history_versions(connection: str, tasks: pd.DataFrame, changes: Iterable[Due
     observed = observed.assign(
         valid_from=observed["valid_from"].fillna(pd.Timestamp.now(tz="UTC")), source="observed", deleted=False
     )
-    rows = []
+    uids: list[str] = []
+    starts: list[Any] = []
+    dues: list[Any] = []
     created = dict(zip(tasks["native_id"], tasks["created_at"]))
     for native_id, group in _by_task(changes).items():
         if native_id not in created:
             continue
         uid = f"{connection}:{native_id}"
         first = group[0]
-        start_at = created[native_id] if pd.notna(created[native_id]) else first.changed_at
         if first.old_due is not None:
-            rows.append((uid, pd.Timestamp(start_at), pd.Timestamp(first.old_due)))
-        rows.extend((uid, pd.Timestamp(c.changed_at), pd.Timestamp(c.new_due) if c.new_due else pd.NaT) for c in group)
-    if not rows:
+            uids.append(uid)
+            starts.append(created[native_id] if pd.notna(created[native_id]) else first.changed_at)
+            dues.append(first.old_due)
+        for change in group:
+            uids.append(uid)
+            starts.append(change.changed_at)
+            dues.append(change.new_due)
+    if not uids:
         return observed
-    reconstructed = pd.DataFrame(rows, columns=["task_uid", "valid_from", "due_date"]).assign(
-        source="tool_history", deleted=False
-    )
-    reconstructed["valid_from"] = pd.to_datetime(reconstructed["valid_from"], utc=True)
+    # Built as plain lists and converted column by column: a Timestamp per value costs more than the rest.
+    reconstructed = pd.DataFrame({
+        "task_uid": uids,
+        "valid_from": pd.to_datetime(pd.Series(starts, dtype=object), utc=True),
+        "due_date": pd.to_datetime(pd.Series(dues, dtype=object)),
+    }).assign(source="tool_history", deleted=False)
     # The observed version wins where both fall on the same instant.
     merged = pd.concat([reconstructed, observed], ignore_index=True)
     return merged.drop_duplicates(["task_uid", "valid_from"], keep="last")
