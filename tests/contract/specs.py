@@ -214,6 +214,16 @@ class Exchange:
     response_body: bytes = b""
 
     @classmethod
+    def from_recorded(cls, recorded: Any) -> Exchange:
+        """The exchange an emulator recorded (`sandbox.core.Recorded`)."""
+        return cls(
+            method=recorded.method, path=recorded.path, query=parse_qsl(recorded.query, keep_blank_values=True),
+            request_headers=recorded.request_headers, request_body=recorded.request_body or None,
+            status=recorded.status, response_headers=recorded.response_headers,
+            response_body=recorded.response_body,
+        )
+
+    @classmethod
     def from_httpx(cls, response: Any) -> Exchange:
         """The exchange behind an ``httpx.Response`` (also what Starlette's TestClient returns)."""
         request = response.request

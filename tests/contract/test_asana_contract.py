@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
-
 import asana
 import httpx
 import pytest
@@ -12,7 +10,7 @@ from urllib3.util.retry import Retry
 
 from sandbox import ids
 from sandbox.asana import ESTIMATE_FIELD_GID
-from sandbox.core import CREDENTIALS, Recorded
+from sandbox.core import CREDENTIALS
 from sandbox.generator import ASANA, SUBTASK
 from sandbox.server import Sandbox
 
@@ -26,18 +24,6 @@ def box(sandbox: Sandbox) -> Sandbox:
     sandbox.emulators["asana"].settings.record = True
     return sandbox
 
-
-def as_exchange(recorded: Recorded) -> Exchange:
-    return Exchange(
-        method=recorded.method,
-        path=recorded.path,
-        query=parse_qsl(recorded.query, keep_blank_values=True),
-        request_headers=recorded.request_headers,
-        request_body=recorded.request_body or None,
-        status=recorded.status,
-        response_headers=recorded.response_headers,
-        response_body=recorded.response_body,
-    )
 
 
 def drive_every_operation(box: Sandbox) -> None:
@@ -137,7 +123,7 @@ def drive_every_operation(box: Sandbox) -> None:
 
 def test_every_sdk_exchange_conforms_to_asanas_spec(box: Sandbox) -> None:
     drive_every_operation(box)
-    recorded = [as_exchange(r) for r in box.emulators["asana"].recorded]
+    recorded = [Exchange.from_recorded(r) for r in box.emulators["asana"].recorded]
     assert len(recorded) >= 30
     assert_conforms("asana", recorded)
 
@@ -151,6 +137,6 @@ def test_error_replies_conform_to_asanas_spec(box: Sandbox) -> None:
         client.get("/tasks", params={"project": ids.asana_project_gid(project), "limit": 500})
         client.get("/tasks/1208000000999999")
         client.post("/tasks", json={"data": {"name": "no home"}})
-    recorded = [as_exchange(r) for r in box.emulators["asana"].recorded]
+    recorded = [Exchange.from_recorded(r) for r in box.emulators["asana"].recorded]
     assert [r.status for r in recorded] == [401, 400, 404, 400]
     assert_conforms("asana", recorded)

@@ -11,7 +11,6 @@ import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl
 
 import pytest
 from azure.core.credentials import AccessToken
@@ -24,7 +23,7 @@ from msgraph.generated.models.planner_task_details import PlannerTaskDetails
 from msgraph_core.authentication import AzureIdentityAuthenticationProvider
 
 from sandbox import graph, ids
-from sandbox.core import CREDENTIALS, Recorded
+from sandbox.core import CREDENTIALS
 from sandbox.generator import MSPROJECT, PLANNER
 from sandbox.pytest_plugin import TEST_AS_OF
 from sandbox.server import Sandbox
@@ -48,18 +47,6 @@ class StaticToken:
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         return AccessToken(CREDENTIALS["graph"]["token"], int(time.time()) + 3600)
 
-
-def as_exchange(recorded: Recorded) -> Exchange:
-    return Exchange(
-        method=recorded.method,
-        path=recorded.path,
-        query=parse_qsl(recorded.query, keep_blank_values=True),
-        request_headers=recorded.request_headers,
-        request_body=recorded.request_body or None,
-        status=recorded.status,
-        response_headers=recorded.response_headers,
-        response_body=recorded.response_body,
-    )
 
 
 def if_match(etag: str, representation: bool = False) -> RequestConfiguration:
@@ -132,7 +119,7 @@ def test_every_planner_exchange_conforms_to_the_graph_spec(box: Sandbox) -> None
         ("DELETE", 204),
     } <= statuses
     assert sum(1 for r in recorded if r.path.endswith("/tasks") and r.method == "GET") >= 3
-    assert_conforms("graph", map(as_exchange, recorded), allow=OUTSIDE_THE_PLANNER_SPEC)
+    assert_conforms("graph", map(Exchange.from_recorded, recorded), allow=OUTSIDE_THE_PLANNER_SPEC)
 
 
 def test_drive_item_exchanges_carry_the_driveitem_facts(box: Sandbox) -> None:

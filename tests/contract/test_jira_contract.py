@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from urllib.parse import parse_qsl
 
 import httpx
 import pytest
 from jira import JIRA
 
 from sandbox import ids
-from sandbox.core import CREDENTIALS, Recorded
+from sandbox.core import CREDENTIALS
 from sandbox.generator import JIRA as JIRA_TOOL
 from sandbox.generator import LINK_REMOTE
 from sandbox.pytest_plugin import TEST_AS_OF
@@ -40,12 +39,6 @@ def recording_box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
         box.emulators["jira"].settings.record = True
         yield box
 
-
-def as_exchange(record: Recorded) -> Exchange:
-    return Exchange(method=record.method, path=record.path, query=parse_qsl(record.query, keep_blank_values=True),
-                    request_headers=record.request_headers, request_body=record.request_body or None,
-                    status=record.status, response_headers=record.response_headers,
-                    response_body=record.response_body)
 
 
 def drive_sdk(box: Sandbox, version: str) -> None:
@@ -98,4 +91,4 @@ def test_every_exchange_conforms_to_the_jira_spec(recording_box: Sandbox, versio
     drive_sdk(recording_box, version)
     recorded = list(recording_box.emulators["jira"].recorded)
     assert len(recorded) >= 25 and all(r.status < 500 for r in recorded)
-    assert_conforms("jira", [as_exchange(r) for r in recorded], allow=KNOWN_DEPARTURES)
+    assert_conforms("jira", [Exchange.from_recorded(r) for r in recorded], allow=KNOWN_DEPARTURES)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -44,12 +43,7 @@ def box(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
 
 
 def _exchanges(box: Sandbox) -> list[Exchange]:
-    return [
-        Exchange(method=r.method, path=r.path, query=parse_qsl(r.query, keep_blank_values=True),
-                 request_headers=r.request_headers, request_body=r.request_body or None, status=r.status,
-                 response_headers=r.response_headers, response_body=r.response_body)
-        for r in box.emulators["trello"].recorded
-    ]
+    return [Exchange.from_recorded(r) for r in box.emulators["trello"].recorded]
 
 
 def test_sdk_session_conforms_to_the_trello_spec(box):
