@@ -98,10 +98,29 @@ class Write:
 class WriteResult:
     """What a write left behind: the id of anything it created, to edit in place next time. `skipped` says why
     nothing could be written yet (e.g. the project lacks pmsync's custom fields): the write is tried again next
-    push instead of being recorded as done."""
+    push instead of being recorded as done. `version` is the task's version marker as the tool reported it right
+    after this write (a timestamp or an ETag), where the tool reports one: it lets the next incremental pull
+    recognise the change as pmsync's own (see `OwnEdits`)."""
 
     remote_ref: str | None = None
     skipped: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class OwnEdits:
+    """What pmsync itself last wrote into one connection's tool, read from the write-back ledger.
+
+    pmsync's write-back moves the `updated`/`modified_at`/ETag of every task it writes, so without this the next
+    incremental pull would read back everything the last push touched (the push echo). A connector uses it to drop
+    a changed task only when it can prove that every change since its cursor is pmsync's own: a change it cannot
+    attribute is always read.
+    """
+
+    # native task id -> version markers the tool reported right after pmsync's writes (WriteResult.version)
+    versions: dict[str, frozenset[str]] = field(default_factory=dict)
+    # tool field ids pmsync writes (Jira custom field ids, Asana custom field gids, Trello custom field ids)
+    fields: frozenset[str] = frozenset()
 
 
 class Connector(ABC):
@@ -126,6 +145,15 @@ class Connector(ABC):
     @abstractmethod
     def census(self) -> Iterable[str]:
         """Every native id the tool still has in the configured scope (the cheapest full listing), for deletions."""
+
+    # What pmsync last wrote here (set by the sync engine before an incremental pull) and how many changed tasks
+    # the last pull left out as pmsync's own edits.
+    own_edits: OwnEdits = OwnEdits()
+    echoes_skipped: int = 0
+
+    def recognise_own_edits(self, edits: OwnEdits) -> None:
+        """Take what pmsync last wrote into this tool, so that a pull can leave out its own edits."""
+        self.own_edits = edits
 
     def has_changes(self, cursor: dict[str, str] | None) -> bool:
         """A cheap probe: may anything have changed since `cursor`? (True when unsure.)"""

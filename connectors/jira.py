@@ -35,6 +35,7 @@ from connectors.http import Pacer, RetryPolicy, mount_retrying, pacer_for, polic
 from mappings.mapping import load_mapping
 from pmsync.config import JiraConnection
 from pmsync.errors import ConnectionFailed
+from writeback.targets import AT_RISK_LABEL, LATE_LABEL
 
 log = logging.getLogger("pmsync.connectors.jira")
 
@@ -52,6 +53,7 @@ CONNECTOR_FIELDS = ("issuelinks", "updated", "assignee")
 JIRA_TIME = "%Y-%m-%dT%H:%M:%S.%f%z"
 JQL_TIME = "%Y/%m/%d %H:%M"
 SCHEDULE_PROPERTY = "pmsync.schedule"
+PMSYNC_LABELS = frozenset({LATE_LABEL, AT_RISK_LABEL})
 
 
 # -- pure helpers ---------------------------------------------------------------------------------------------
@@ -196,6 +198,51 @@ def due_changes(issue_id: str, histories: Iterable[dict[str, Any]]) -> list[DueC
     return out
 
 
+def owned_item(item: dict[str, Any], own_fields: frozenset[str]) -> bool:
+    """True when a changelog item changed only what pmsync writes: its custom fields, or its own labels (the
+    label sets before and after differ in pmsync's labels alone)."""
+    if str(item.get("fieldId") or "") in own_fields:
+        return True
+    if (item.get("fieldId") or item.get("field")) == "labels":
+        before = set(str(item.get("fromString") or "").split())
+        after = set(str(item.get("toString") or "").split())
+        return bool(before ^ after) and (before ^ after) <= PMSYNC_LABELS
+    return False
+
+
+def own_edit_only(issue: dict[str, Any], since: datetime, own_fields: frozenset[str],
+                  own_versions: Iterable[str]) -> bool:
+    """True when every change to the issue at or after `since` (the committed cursor) is pmsync's own write-back.
+
+    The search's changelog expansion (newest first, at most 20 entries) must reach back to `since`; every entry
+    from `since` on must change only pmsync's labels or custom fields; and the issue's `updated` must be the
+    instant of one of those entries or of pmsync's own comment (`own_versions`, the comment's `updated` from the
+    write's response). A change Jira records without a changelog entry (a link, a remote link) that comes after
+    pmsync's last write moves `updated` past it and is read; anything that cannot be attributed is read.
+    """
+    updated = updated_of(issue)
+    expanded = issue.get("changelog")
+    if updated is None or updated < since or not isinstance(expanded, dict):
+        return False
+    histories = expanded.get("histories") or []
+    try:
+        stamped = [(parse_jira_time(h["created"]), h) for h in histories]
+        bumps = {parse_jira_time(v) for v in own_versions}
+    except (KeyError, TypeError, ValueError):
+        return False
+    complete = expanded.get("total", len(histories)) <= len(histories) or any(at < since for at, _ in stamped)
+    if not complete:
+        return False
+    for at, history in stamped:
+        if at < since:
+            continue
+        items = history.get("items") or ()
+        if not items or not all(owned_item(item, own_fields) for item in items):
+            return False
+        bumps.add(at)
+    return updated in bumps
+
+
 def blocking_links(issue: dict[str, Any]) -> list[Link]:
     """The issue's predecessors through native Blocks links, read from its own side ("is blocked by") only, so
     each link is emitted once although both of its issues show it."""
@@ -298,6 +345,8 @@ class JiraConnector(Connector):
         first = True
         for page in self._search_pages(jql, self.page_size, ",".join(self.fields), expand="changelog"):
             fresh = run.fresh(page)
+            if committed.updated is not None:
+                fresh = self.without_own_edits(fresh, committed.updated)
             if fresh or first:
                 batch = self.page_batch(fresh)
                 batch.cursor = run.position.to_cursor() or cursor
@@ -305,6 +354,16 @@ class JiraConnector(Connector):
                     batch.projects = projects
                 first = False
                 yield batch
+
+    def without_own_edits(self, issues: list[dict[str, Any]], since: datetime) -> list[dict[str, Any]]:
+        """The issues changed by someone other than pmsync since `since`: those whose only changes are pmsync's
+        own write-back (the push echo) are left out, so the pull reads neither their remote links nor their
+        changelog again."""
+        own = self.own_edits
+        kept = [issue for issue in issues
+                if not own_edit_only(issue, since, own.fields, own.versions.get(str(issue.get("id")), ()))]
+        self.echoes_skipped += len(issues) - len(kept)
+        return kept
 
     def census(self) -> Iterator[str]:
         """Every issue id of the configured projects, from the id-only search (up to 5000 per request)."""
@@ -393,11 +452,11 @@ class JiraConnector(Connector):
             edited = self._send("PUT", f"issue/{write.native_id}/comment/{write.remote_ref}", body,
                                 f"editing pmsync's comment on issue {write.native_id}", missing_ok=True)
             if edited is not None:
-                return WriteResult(remote_ref=write.remote_ref)
+                return WriteResult(remote_ref=write.remote_ref, version=_comment_updated(edited))
         posted = self._send("POST", f"issue/{write.native_id}/comment", body,
                             f"commenting on issue {write.native_id}")
         assert posted is not None
-        return WriteResult(remote_ref=str(posted.json()["id"]))
+        return WriteResult(remote_ref=str(posted.json()["id"]), version=_comment_updated(posted))
 
     def comment_body(self, text: str) -> Any:
         """A comment body as this API version takes it: ADF for v3, a plain string for v2."""
@@ -551,6 +610,15 @@ class JiraConnector(Connector):
         return ConnectionFailed(f"Jira at {self.url} answered HTTP {status} to {doing} after "
                                 f"{self.policy.max_attempts} attempts; "
                                 "try again later.")
+
+
+def _comment_updated(response: requests.Response) -> str | None:
+    """The `updated` instant of the comment a write answered with: the issue's own `updated` after it."""
+    try:
+        value = response.json().get("updated")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _messages(response: requests.Response | None) -> str:

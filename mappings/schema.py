@@ -309,6 +309,8 @@ WRITEBACK_LEDGER = Table(
         _col("error", STRING),
         _col("remote_ref", STRING, doc="beyond the contract: id of what was created there (comment, item)"),
         _col("payload", JSON, doc="beyond the contract: what was last written"),
+        _col("version", STRING, doc="beyond the contract: the task's version marker (timestamp or ETag) the tool "
+                                    "reported right after pmsync's write, so the next pull knows its own edit"),
     ),
     ("target", "connection", "task_uid"),
     "What was last written where, so that a push with no changes makes no requests.",

@@ -22,6 +22,7 @@ from mappings.mapping import Mapping
 from mappings.normalize import normalize_tasks
 from pmsync.errors import PmsyncError
 from warehouse.base import Warehouse
+from writeback.ledger import own_edits
 
 log = logging.getLogger("pmsync.sync")
 PULL_CURSOR = "pull"
@@ -85,6 +86,8 @@ def sync_connection(
         stored = warehouse.get_cursor(name, PULL_CURSOR)
         cursor = None if full or stored is None else orjson.loads(stored)
         mode = "full" if cursor is None else "incremental"
+        if cursor is not None:
+            connector.recognise_own_edits(own_edits(warehouse, name))
         run_id = warehouse.start_run(name, mode)
     result = SyncResult(connection=name, run_id=run_id, mode=mode)
     state = _RunState()
@@ -98,6 +101,9 @@ def sync_connection(
             result.quarantined += quarantined
             if progress:
                 progress.advance(name, len(group.records))
+        if connector.echoes_skipped:
+            log.info("%s: %d changed tasks left out, changed only by pmsync's own write-back", name,
+                     connector.echoes_skipped)
         if census:
             live = set(connector.census())
             with lock:

@@ -1654,7 +1654,7 @@ class JiraRoutes:
         comment = Comment(self.state.next_comment, -1, text, now, now)
         self.state.next_comment += 1
         self.state.comments.setdefault(i, []).append(comment)
-        self.p.touch(i)
+        self.p.tasks.updated[i] = now  # the issue is updated at the comment's own instant
         return comment
 
     async def comments(self, call: Call) -> Any:
@@ -1681,7 +1681,7 @@ class JiraRoutes:
                 raise JiraError(400, errors={"comment": "Comment body can not be empty!"})
             found.body = rich_text(body, call.version, "comment") or found.body
             found.updated = self.p.now()
-            self.p.touch(i)
+            self.p.tasks.updated[i] = found.updated  # the issue is updated at the edit's own instant
         return self.api.comment(i, found, call.base, call.version)
 
     # -- properties -----------------------------------------------------------------------------------------------

@@ -201,12 +201,18 @@ def test_pmsync_push_dry_run_prints_the_plan_and_makes_no_write_request(sandbox:
         assert read_ledger(warehouse).empty
 
 
-def test_custom_fields_are_checked_by_setup_and_written_with_the_schedule(sandbox: Sandbox, tmp_path: Path):
-    path = jira_config(sandbox, tmp_path)
+def with_custom_fields(path: Path) -> dict[str, Any]:
+    """Have the configuration write slip and forecast into two of the sandbox's custom fields; returns it."""
     data = yaml.safe_load(path.read_text())
     data["writeback"] = {"eng-jira": {"custom_fields": {"slip_days": "customfield_10050",
                                                         "forecast_finish": "customfield_10051"}}}
     path.write_text(yaml.safe_dump(data))
+    return data
+
+
+def test_custom_fields_are_checked_by_setup_and_written_with_the_schedule(sandbox: Sandbox, tmp_path: Path):
+    path = jira_config(sandbox, tmp_path)
+    data = with_custom_fields(path)
     config = refresh(sandbox, path)
     outcome = run_push(config, setup=True)
     assert outcome.ok, (outcome.failures, outcome.results)
@@ -222,3 +228,44 @@ def test_custom_fields_are_checked_by_setup_and_written_with_the_schedule(sandbo
     path.write_text(yaml.safe_dump(data))
     missing = run_push(load_config(path), setup=True)
     assert "customfield_99999" in missing.failures["eng-jira"]
+
+
+def test_the_sync_after_a_push_leaves_out_pmsyncs_own_edits_and_reads_everyone_elses(sandbox: Sandbox,
+                                                                                       tmp_path: Path):
+    path = jira_config(sandbox, tmp_path)
+    with_custom_fields(path)
+    config = refresh(sandbox, path)
+    outcome = push(config)
+    assert outcome.results["eng-jira"].written > 0
+    schedule = schedule_of(config)
+    # Issues pmsync commented on: labels, custom fields and comment all moved their `updated`.
+    commented = list(schedule[schedule.state.isin(["late", "at_risk"])].index)
+    due_moved, linked, labelled = commented[:3]
+    sdk = client(sandbox)
+    sdk.issue(due_moved).update(fields={"duedate": "2031-01-15"})
+    sdk.add_remote_link(linked, {"url": "https://example.com/blocker", "title": "blocker"},
+                        relationship="is blocked by")
+    sdk.issue(labelled).update(update={"labels": [{"add": "customer-facing"}]})
+
+    remote_reads = "GET /rest/api/{version}/issue/{issue}/remotelink"
+    before = sandbox.emulators["jira"].stats.by_route[remote_reads]
+    outcome = run_sync(config)
+    assert outcome.ok, outcome.failures
+    result, = outcome.results
+    assert result.mode == "incremental"
+    # Only the three issues someone else changed are read again; the rest of the push echo is left out.
+    assert result.loaded == 3
+    assert sandbox.emulators["jira"].stats.by_route[remote_reads] - before == 3
+    with open_config_warehouse(config) as warehouse:
+        tasks = warehouse.read("tasks", columns=["native_id", "due_date", "labels"]).set_index("native_id")
+        links = warehouse.read("dependencies", columns=["predecessor_uid", "successor_uid"])
+    assert pd.Timestamp(tasks.loc[due_moved, "due_date"]).date().isoformat() == "2031-01-15"
+    assert "customer-facing" in str(tasks.loc[labelled, "labels"])
+    assert "url:https://example.com/blocker" in set(links.loc[links.successor_uid == f"eng-jira:{linked}",
+                                                              "predecessor_uid"])
+    # A push after that finds nothing of its own to re-write for the echo.
+    with open_config_warehouse(config) as warehouse:
+        compute_and_store(warehouse, config, sandbox.as_of)
+    writes = sandbox.emulators["jira"].stats.writes
+    again = push(config)
+    assert again.results["eng-jira"].planned == sandbox.emulators["jira"].stats.writes - writes

@@ -3,7 +3,8 @@
 One row per (target, connection, task_uid): the hash and JSON of the payload last written, the id of anything
 pmsync created there (`remote_ref`: a comment, a portfolio card), and whether the last attempt was 'written' or
 'failed' (with the error). A failure keeps the last successful hash, payload and remote_ref, so the retry on the
-next push edits what exists instead of adding a second one.
+next push edits what exists instead of adding a second one. `version` keeps the task's version marker the tool
+reported right after pmsync's write, so the next incremental pull can leave pmsync's own edits out (`own_edits`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
+from connectors.base import OwnEdits
 from warehouse.base import Warehouse
 
 TABLE = "writeback_ledger"
@@ -36,12 +38,15 @@ def _now() -> pd.Timestamp:
 
 
 def record_written(warehouse: Warehouse, target: str, connection: str, task_uid: str, *, payload: dict[str, Any],
-                   payload_hash: str, remote_ref: str | None, written_at: datetime | None = None) -> None:
-    """Record a successful write: its hash, payload and remote_ref; any earlier error is cleared."""
+                   payload_hash: str, remote_ref: str | None, written_at: datetime | None = None,
+                   version: str | None = None) -> None:
+    """Record a successful write: its hash, payload, remote_ref and the version it left; any earlier error is
+    cleared."""
     warehouse.upsert(TABLE, pd.DataFrame([{
         "target": target, "connection": connection, "task_uid": task_uid, "payload_hash": payload_hash,
         "status": WRITTEN, "written_at": pd.Timestamp(written_at) if written_at else _now(), "error": None,
         "remote_ref": remote_ref, "payload": orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode(),
+        "version": version,
     }]))
 
 
@@ -65,3 +70,22 @@ def record_skipped(warehouse: Warehouse, target: str, connection: str, task_uid:
 def forget(warehouse: Warehouse, target: str, connection: str, task_uid: str) -> None:
     """Drop a row (a portfolio item once archived, so a source that comes back gets a fresh item)."""
     warehouse.delete(TABLE, "target = %s AND connection = %s AND task_uid = %s", [target, connection, task_uid])
+
+
+def own_edits(warehouse: Warehouse, connection: str) -> OwnEdits:
+    """What pmsync last wrote into this connection's tool: the version markers its writes left per task, and the
+    field ids it writes (from the payloads that name them), for the connector to recognise its own edits."""
+    rows = warehouse.query(
+        f"SELECT target, task_uid, payload, version FROM {TABLE} WHERE connection = %s AND payload IS NOT NULL",
+        [connection])
+    versions: dict[str, set[str]] = {}
+    fields: set[str] = set()
+    prefix = f"{connection}:"
+    for target, task_uid, payload, version in rows.itertuples(index=False):
+        if isinstance(version, str) and version and str(task_uid).startswith(prefix):
+            versions.setdefault(str(task_uid)[len(prefix):], set()).add(version)
+        if target.endswith(".custom_fields") and payload:
+            data = orjson.loads(payload) if isinstance(payload, str | bytes) else payload
+            named = data.get("field_ids") if isinstance(data, dict) else None
+            fields.update(str(field_id) for field_id in (named or {}).values() if field_id)
+    return OwnEdits({native_id: frozenset(found) for native_id, found in versions.items()}, frozenset(fields))

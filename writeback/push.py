@@ -210,7 +210,7 @@ def _record(warehouse: Any, row: dict[str, Any], written: WriteResult | None, er
         result.skipped += 1
         return
     record_written(warehouse, *key, payload=row["payload"], payload_hash=row["payload_hash"],
-                   remote_ref=written.remote_ref or row["remote_ref"])
+                   remote_ref=written.remote_ref or row["remote_ref"], version=written.version)
     if row["target"] == ARCHIVE:
         forget(warehouse, PORTFOLIO_ITEM, row["connection"], row["task_uid"])
     result.written += 1
