@@ -271,9 +271,17 @@ def push_results(prefix: str, f: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     after = incremental.get("push_after_change")
     if after:
+        # The values that changed are the plan's needed writes the tools can take: a write a tool cannot take yet
+        # (an Asana subtask in no project, a board without pmsync's fields) is planned, skipped, and makes no
+        # request. The target is one write request per changed value.
         planned = incremental["push_planned"]
-        rows.append(result(f"{prefix}: push after 1% changed: writes ({planned} values changed)",
-                           after["emulator_writes"], "writes", planned, equal=True))
+        changed = planned - after.get("skipped", 0)
+        rows.append(result(f"{prefix}: push after 1% changed: values the plan changed", planned, "values", None))
+        rows.append(result(f"{prefix}: push after 1% changed: of which the tools cannot take yet (skipped)",
+                           after.get("skipped"), "values", None))
+        rows.append(result(f"{prefix}: push after 1% changed: values written", after["written"], "values", None))
+        rows.append(result(f"{prefix}: push after 1% changed: write requests ({changed} values changed)",
+                           after["emulator_writes"], "writes", changed, equal=True))
     return rows
 
 
