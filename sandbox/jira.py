@@ -376,6 +376,7 @@ class JiraApi:
         self._universe_size = -1
         self._universe = np.zeros(0, dtype=np.int64)
         self._variety_cache = np.zeros(0, dtype=np.uint64)
+        self.clause_codes: dict[tuple[Any, ...], np.ndarray] = {}
 
     def _index_links(self) -> None:
         p = self.p
@@ -997,6 +998,17 @@ def parse_jql(jql: str) -> Query:
     return JqlParser(jql).parse()
 
 
+def _member(column: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """`np.isin` for small non-negative integer codes (project, type, status) by a lookup table, which is several
+    times faster over a million rows; any other column falls back to `np.isin`."""
+    if column.dtype.kind in "iu" and len(column) and len(targets) and targets.min() >= 0 \
+            and targets.max() < 1 << 20 and -1 <= column.min() and column.max() < 1 << 20:
+        table = np.zeros(max(int(targets.max()), int(column.max())) + 2, dtype=bool)
+        table[targets] = True
+        return table[column]  # -1 (none) reads the last slot, which is never a target
+    return np.isin(column, targets)
+
+
 class JqlCompiler:
     """Turns a parsed JQL condition into a boolean mask over the Jira tasks `indexes`, column by column."""
 
@@ -1055,13 +1067,27 @@ class JqlCompiler:
             raise JiraError(400, [f"The operator '{c.op}' is not supported by the '{c.field}' field."])
         column_name = {"statuscategory": "status", "project": "project", "parent": "parent",
                        "assignee": "assignee"}.get(name, name)
-        targets = np.array(sorted({code for v in c.values for code in self._codes(name, v, c.field)}),
-                           dtype=np.int64)
-        hit = np.isin(self.column(column_name), targets)
+        targets = self._targets(name, c)
+        hit = _member(self.column(column_name), targets)
         if c.op in ("=", "in"):
             return hit
         not_empty = ~self._empty_mask(name, c) if name in ("parent", "assignee") else np.ones(len(hit), bool)
         return ~hit & not_empty
+
+    def _targets(self, name: str, c: Clause) -> np.ndarray:
+        """The codes a membership clause names, sorted. A search pages through one JQL many times: the codes of
+        a clause (about 1,000 project keys at 1M tasks) are kept per API for as long as its projects are the same."""
+        api = self.api
+        key = (name, c.field, tuple(v if isinstance(v, str) else repr(v) for v in c.values), len(api.project_by_key))
+        cached = api.clause_codes.get(key)
+        if cached is None or name not in ("project", "issuetype", "statuscategory"):
+            cached = np.array(sorted({code for v in c.values for code in self._codes(name, v, c.field)}),
+                              dtype=np.int64)
+            if name in ("project", "issuetype", "statuscategory"):
+                if len(api.clause_codes) > 64:
+                    api.clause_codes.clear()
+                api.clause_codes[key] = cached
+        return cached
 
     def _empty_mask(self, name: str, c: Clause) -> np.ndarray:
         value = c.values[0]
