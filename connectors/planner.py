@@ -28,6 +28,14 @@ user wrote it. A Planner plan as portfolio view gets one task per project and mi
 archived as percentComplete 100 plus the title prefix "[archived] " (Planner has no archive). Every PATCH reads
 the resource first and sends its ETag in If-Match; on 412 it reads again and retries (STALE_RETRIES times). A
 write whose values are already there sends no PATCH.
+
+The push echo: a categories PATCH moves the task's ETag, so the next pull would read back every task pmsync
+wrote. The write reports as its version the pair "If-Match ETag -> ETag of the answer" (`Prefer:
+return=representation`): the If-Match proves the task was at the first ETag when pmsync's change was applied,
+atomically. A pull leaves a changed task out only when the cursor's digest is that first ETag's (nothing changed
+between the last pull and the write) and the task now carries the second (nothing changed since). Anything else,
+a 412 retry after someone's edit included, is read. A details write that fills an empty description moves the
+task's ETag too (`hasDescription`), without telling pmsync the new ETag: such tasks are read once more.
 """
 from __future__ import annotations
 
@@ -52,6 +60,7 @@ KEY_CHARS = 10
 DIGEST_CHARS = 6
 ENTRY_CHARS = KEY_CHARS + DIGEST_CHARS
 PLANNER_WEB = "https://planner.cloud.microsoft/webui/plan/{plan}/view/board/task/{task}"
+VERSION_ARROW = " -> "
 
 LATE_CATEGORY = "pmsync: late"
 AT_RISK_CATEGORY = "pmsync: at risk"
@@ -113,6 +122,24 @@ def first_assignee(task: dict[str, Any]) -> str | None:
     """The user id of the task's first assignee."""
     found = assignee_ids(task)
     return found[0] if found else None
+
+
+def own_version(if_match: str, answered: str) -> str:
+    """A write's version: the ETag it was applied to (its If-Match) and the ETag it left."""
+    return f"{if_match}{VERSION_ARROW}{answered}"
+
+
+def own_edit_only(task: dict[str, Any], committed_digest: str | None, own_versions: Iterable[str]) -> bool:
+    """True when the task's only change since the committed pull is pmsync's own write: one of pmsync's writes
+    was applied to the ETag the pull committed (`committed_digest`) and left the ETag the task carries now."""
+    etag = task.get("@odata.etag")
+    if not isinstance(etag, str) or committed_digest is None:
+        return False
+    for version in own_versions:
+        before, arrow, after = version.partition(VERSION_ARROW)
+        if arrow and after == etag and etag_digest(before) == committed_digest:
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -251,7 +278,11 @@ class PlanCursor:
         task_id = task.get("id")
         if not isinstance(task_id, str):
             return True
-        return self.plans.get(plan_id, {}).get(task_key(task_id)) != etag_digest(task.get("@odata.etag"))
+        return self.digest(plan_id, task_id) != etag_digest(task.get("@odata.etag"))
+
+    def digest(self, plan_id: str, task_id: str) -> str | None:
+        """The committed digest of a task's ETag (None for a task the cursor does not hold)."""
+        return self.plans.get(plan_id, {}).get(task_key(task_id))
 
     def commit(self, plan_id: str, tasks: Iterable[dict[str, Any]]) -> None:
         digests = self.plans.setdefault(plan_id, {})
@@ -420,16 +451,21 @@ class PlannerConnector(Connector):
         return self.session.client.planner.tasks.by_planner_task_id(task_id)
 
     def _write_categories(self, write: Write) -> WriteResult:
-        plan_of: dict[str, str] = {}
+        """Apply or clear pmsync's categories on the task; the version is the If-Match ETag the PATCH was applied
+        to and the ETag of its answer (none when nothing was sent, or the answer had no representation)."""
+        sent: dict[str, Any] = {}
 
         def change(task: dict[str, Any]) -> dict[str, Any] | None:
-            plan_of["id"] = task["planId"]
             keys = self.category_keys(task["planId"])
             wanted = keys.applied(bool(write.payload.get("late")), bool(write.payload.get("at_risk")))
             patch = categories_patch(task, wanted)
+            sent["if_match"] = task.get("@odata.etag") if patch else None
             return {"appliedCategories": patch} if patch else None
 
-        self.patch_fresh(self._task_builder(write.native_id), f"task {write.native_id}", change)
+        now = self.patch_fresh(self._task_builder(write.native_id), f"task {write.native_id}", change)
+        before, after = sent.get("if_match"), now.get("@odata.etag")
+        if isinstance(before, str) and isinstance(after, str) and after != before:
+            return WriteResult(version=own_version(before, after))
         return WriteResult()
 
     def _write_details(self, write: Write) -> WriteResult:
@@ -532,10 +568,11 @@ class PlannerConnector(Connector):
         while True:
             following = next(pages, None)
             plan_ids.extend(str(task.get("id")) for task in page)
-            fresh = [task for task in page if committed.changed(plan_id, task)]
+            changed = [task for task in page if committed.changed(plan_id, task)]
+            fresh = self.without_own_edits(plan_id, changed, committed)
             if fresh and buckets is None:
                 buckets = self.bucket_names(plan_id)
-            committed.commit(plan_id, fresh)
+            committed.commit(plan_id, changed)
             final = following is None
             if final:
                 committed.keep_only(plan_id, plan_ids)
@@ -550,6 +587,18 @@ class PlannerConnector(Connector):
                 break
             page = following
         listed.update(plan_ids)
+
+    def without_own_edits(self, plan_id: str, tasks: list[dict[str, Any]], committed: PlanCursor,
+                          ) -> list[dict[str, Any]]:
+        """The changed tasks someone other than pmsync changed: those changed only by pmsync's own write since the
+        committed pull (the push echo) are left out; their new ETags are committed all the same."""
+        own = self.own_edits.versions
+        if not own:
+            return tasks
+        kept = [task for task in tasks if not isinstance(task.get("id"), str) or not own_edit_only(
+            task, committed.digest(plan_id, task["id"]), own.get(task["id"], ()))]
+        self.echoes_skipped += len(tasks) - len(kept)
+        return kept
 
     def page_batch(self, plan_id: str, tasks: list[dict[str, Any]], buckets: dict[str, str]) -> Batch:
         """The tasks of a page with their `_pmsync` context, and their assignees as people."""

@@ -21,6 +21,13 @@ card, plus `members/me`.
 Write-back: pmsync's custom fields are found by name on each board, and a card's board from one id listing per
 board (both read once per push). Writes are one `PUT .../customField/{id}/item` per field, one comment posted
 once and then edited, and on a portfolio board one card per item in its health's list, plus its field items.
+
+The push echo: each field write adds an `updateCustomFieldItem` action, which an incremental pull watches, so the
+pull after a push would re-read every card pmsync wrote. A card whose every new watched action is an
+`updateCustomFieldItem` by the token's member on one of pmsync's fields of its board (found by name in the
+board's definitions) changed only in what pmsync wrote: it is not re-read. Any other action on it (by anyone),
+or a pmsync field changed by another member, and it is read. Comments are not watched, so pmsync's comment edits
+make no echo.
 """
 from __future__ import annotations
 
@@ -92,6 +99,8 @@ WATCHED_ACTIONS = (
 HISTORY_ACTIONS = "createCard,updateCard,copyCard,moveCardToBoard,convertToCardFromCheckItem"
 CARD_ARRIVALS = frozenset({"createCard", "copyCard", "moveCardToBoard", "convertToCardFromCheckItem"})
 ACTION_FIELDS = "id,type,date,data"
+FEED_FIELDS = ACTION_FIELDS + ",idMemberCreator"  # the board feed also says who made each action
+FIELD_ITEM_ACTION = "updateCustomFieldItem"
 BOARD_PARAMS = {
     "fields": "id,name,url,shortUrl,shortLink,closed", "lists": "all", "list_fields": "id,name,closed",
     "customFields": "true", "members": "all", "member_fields": "id,fullName,username",
@@ -138,6 +147,25 @@ def card_of(action: dict[str, Any]) -> str | None:
     """The id of the card an action is about."""
     card = (action.get("data") or {}).get("card") or {}
     return card.get("id")
+
+
+def own_field_action(action: dict[str, Any], me: str, own_fields: frozenset[str]) -> bool:
+    """True when an action is pmsync's own write: a custom-field item update by the token's member on one of
+    pmsync's fields."""
+    field_id = ((action.get("data") or {}).get("customField") or {}).get("id")
+    return (action.get("type") == FIELD_ITEM_ACTION and action.get("idMemberCreator") == me
+            and field_id in own_fields)
+
+
+def own_edits_only(actions: Iterable[dict[str, Any]], me: str, own_fields: frozenset[str]) -> set[str]:
+    """The cards among `actions` whose every action is pmsync's own custom-field write (`own_field_action`)."""
+    own: set[str] = set()
+    other: set[str] = set()
+    for action in actions:
+        card_id = card_of(action)
+        if card_id:
+            (own if own_field_action(action, me, own_fields) else other).add(card_id)
+    return own - other
 
 
 @dataclass
@@ -696,11 +724,18 @@ class TrelloConnector(Connector):
         order of their latest action; each batch's cursor is the latest action of the cards it holds."""
         since, seen = since_of(position[board_id])
         window = [action for page in self._pages(f"boards/{board_id}/actions", {
-            "filter": WATCHED_ACTIONS, "since": since, "fields": ACTION_FIELDS,
+            "filter": WATCHED_ACTIONS, "since": since, "fields": FEED_FIELDS,
             "memberCreator": "false"}, f"reading the new actions of board {board_id}") for action in page]
         actions = [action for action in window if action["id"] not in seen]
         if not actions:
             return
+        furniture: BoardFurniture | None = None
+        echo: set[str] = set()
+        if any(action.get("type") == FIELD_ITEM_ACTION for action in actions):
+            furniture = self.furniture(board_id)
+            own_fields = frozenset(str(d["id"]) for d in pmsync_board_fields(furniture.fields.values()).values())
+            echo = own_edits_only(actions, str(self.me().get("id")), own_fields)
+            self.echoes_skipped += len(echo)
         latest: dict[str, str] = {}
         gone: set[str] = set()
         for action in reversed(actions):
@@ -711,12 +746,13 @@ class TrelloConnector(Connector):
                     gone.add(card_id)
                 elif action.get("type") in ("createCard", "moveCardToBoard", "copyCard"):
                     gone.discard(card_id)
-        touched = sorted((card_id for card_id in latest if card_id not in gone), key=latest.__getitem__)
+        touched = sorted((card_id for card_id in latest if card_id not in gone and card_id not in echo),
+                         key=latest.__getitem__)
         if len(touched) >= REPULL_AT:
             del position[board_id]
             yield from self._whole_board(board_id, position)
             return
-        furniture = self.furniture(board_id)
+        furniture = furniture or self.furniture(board_id)
         first = True
         step = max(1, min(self.page_size, 100))
         for start in range(0, max(1, len(touched)), step):

@@ -196,7 +196,8 @@ class CustomFieldDef:
 
 @dataclass
 class ClientAction:
-    """An action recorded because a client wrote something (comments, moves, archives, deletions, attachments)."""
+    """An action recorded because a client wrote something (comments, moves, archives, deletions, attachments,
+    custom-field items)."""
 
     id: str
     type: str
@@ -675,12 +676,21 @@ class TrelloWorld:
     def set_item(self, i: int, definition: CustomFieldDef, body: dict[str, Any]) -> dict[str, Any]:
         """Store a custom-field item from `{"value": {...}}` or `{"idValue": ...}`; returns it as Trello does."""
         value = _item_value(definition, body)
-        self.state.values[(i, definition.id)] = value
+        key = (i, definition.id)
+        old = self.state.values[key] if key in self.state.values else self._generated_value(i, definition)
+        self.state.values[key] = value
         self.p.touch(i)
         if value is None:
-            return {"id": self.item_id(i, definition), "idCustomField": definition.id,
+            item = {"id": self.item_id(i, definition), "idCustomField": definition.id,
                     "idModel": trello_id(self.p, i), "modelType": "card"}
-        return self.item_json(i, definition, value)
+        else:
+            item = self.item_json(i, definition, value)
+        # Trello records the change as an action by the member who made it, with the field and the old value.
+        empty = {"idValue": None} if definition.type == "list" else {"value": None}
+        self.record(i, "updateCustomFieldItem", data={
+            "customField": {"id": definition.id, "name": definition.name, "type": definition.type},
+            "customFieldItem": item, "old": old or empty})
+        return item
 
     # -- attachments ----------------------------------------------------------------------------------------
     def attachments(self, i: int) -> list[dict[str, Any]]:
@@ -1171,6 +1181,9 @@ def _render_client_detail(world: TrelloWorld, action: ClientAction, data: dict[s
     if action.type == "addAttachmentToCard":
         data["attachment"] = action.data["attachment"]
         return "action_add_attachment_to_card"
+    if action.type == "updateCustomFieldItem":
+        data.update(action.data)
+        return "action_update_custom_field_item"
     if action.changed == "idList":
         return _render_move(world, data, board, action.data["from"], action.data["to"])
     data["card"]["closed"] = action.data["closed"]

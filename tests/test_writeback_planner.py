@@ -25,7 +25,10 @@ from connectors.planner import (
     BLOCK_START,
     LATE_CATEGORY,
     PlannerConnector,
+    etag_digest,
     outside_block,
+    own_edit_only,
+    own_version,
     pick_category_slots,
     with_schedule_block,
 )
@@ -38,6 +41,7 @@ from sandbox.pytest_plugin import TEST_AS_OF
 from sandbox.server import Sandbox
 from schedule.compute import compute_and_store
 from writeback.ledger import read_ledger
+from writeback.plan import plan_writes
 from writeback.push import run_push
 
 TOKEN = CREDENTIALS["graph"]["token"]
@@ -65,6 +69,17 @@ def test_category_slots_are_reused_when_named_and_never_take_a_users_category() 
     assert keys.late == "category7" and keys.at_risk not in ("category20", "category7")
     assert patch == {keys.at_risk: AT_RISK_CATEGORY}
     assert pick_category_slots({"category7": LATE_CATEGORY, "category3": AT_RISK_CATEGORY})[1] == {}
+
+
+def test_a_task_is_pmsyncs_own_edit_only_when_its_write_went_from_the_committed_etag_to_the_current_one() -> None:
+    synced, written, later = 'W/"JzEtVGFzayAx"', 'W/"JzEtVGFzayAy"', 'W/"JzEtVGFzayAz"'
+    versions = [own_version(synced, written)]
+    assert own_edit_only({"@odata.etag": written}, etag_digest(synced), versions)
+    # someone changed it after pmsync's write, or before it (the write's If-Match is not what the pull saw)
+    assert not own_edit_only({"@odata.etag": later}, etag_digest(synced), versions)
+    assert not own_edit_only({"@odata.etag": written}, etag_digest('W/"JzEtVGFzayAw"'), versions)
+    assert not own_edit_only({"@odata.etag": written}, None, versions)
+    assert not own_edit_only({"@odata.etag": written}, etag_digest(synced), [written])
 
 
 # -- reading back through msgraph-sdk ---------------------------------------------------------------------------
@@ -451,3 +466,79 @@ def test_an_item_whose_id_the_ledger_lost_is_adopted_not_duplicated(graph_box: S
         assert [t.title for t in reader.tasks(plan_id)].count("Beta — Engine") == 2
     finally:
         reader.close()
+
+
+# -- the push echo ----------------------------------------------------------------------------------------------
+
+def planner_only_config(box: Sandbox, folder: Path) -> Config:
+    """A configuration with only the sandbox's Planner connection and a DuckDB warehouse in `folder`."""
+    data = {"warehouse": f"duckdb:///{folder / 'pmsync.duckdb'}", "timezone": "UTC", "links": [],
+            "schedule": {"baseline": "original", "at_risk_days": 3},
+            "connections": [{"name": "pmo-planner", "tool": "planner", "base_url": box.api_url("graph"),
+                             "auth": {"token": TOKEN}, "plans": planner_connector_plans(box)}]}
+    path = folder / "pmsync.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_config(path)
+
+
+def someone_patches(box: Sandbox, task_id: str, body: dict[str, Any]) -> None:
+    """Another Graph client changes a task: read it for its ETag, PATCH it with that ETag in If-Match."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    url = f"{box.api_url('graph')}/planner/tasks/{task_id}"
+    etag = requests.get(url, headers=headers, timeout=10).json()["@odata.etag"]
+    answer = requests.patch(url, json=body, timeout=10, headers={**headers, "If-Match": etag})
+    assert answer.status_code in (200, 204), answer.text
+
+
+def test_the_sync_after_a_push_leaves_out_pmsyncs_own_edits_and_reads_everyone_elses(tmp_path: Path) -> None:
+    with Sandbox(size="small", seed=7, as_of=TEST_AS_OF, rate_limits=False, vendors=("graph",)) as box:
+        config = planner_only_config(box, tmp_path)
+        name = config.connections[0].name
+        assert run_sync(config).ok
+        with open_config_warehouse(config) as warehouse:
+            compute_and_store(warehouse, config, as_of=TEST_AS_OF)
+        # The first push fills empty descriptions, which moves those tasks' ETags without telling pmsync: the sync
+        # after it reads them. From then on a push edits the block in place and moves ETags by categories alone.
+        assert run_push(config, setup=True).ok
+        assert run_sync(config).ok
+        later = (pd.Timestamp(TEST_AS_OF) + pd.Timedelta(days=45)).date()
+        with open_config_warehouse(config) as warehouse:
+            compute_and_store(warehouse, config, as_of=later)
+            plan = plan_writes(warehouse, config, [name])
+        categorised = sorted(plan.loc[plan["needed"] & (plan["target"] == "planner.categories"), "native_id"])
+        assert len(categorised) > 5
+        # Changed by someone after the last sync but before pmsync's write: the write's own If-Match ETag then
+        # is not the one the sync committed, so the change is read.
+        before_write, due_moved, titled = categorised[:3]
+        someone_patches(box, before_write, {"percentComplete": 50})
+        pushed = run_push(config)
+        assert pushed.ok and pushed.results[name].written == pushed.results[name].planned
+        someone_patches(box, due_moved, {"dueDateTime": "2031-01-15T00:00:00Z"})
+        untouched_by_pmsync = next(t for t in planner_task_ids(box) if t not in set(plan.loc[plan["needed"], "native_id"]))
+        someone_patches(box, titled, {"title": "Renamed by a colleague"})
+        someone_patches(box, untouched_by_pmsync, {"title": "Not pmsync's"})
+
+        emulator = box.emulators["graph"]
+        listings = emulator.stats.by_route["GET /v1.0/planner/plans/{plan}/tasks"]
+        outcome = run_sync(config)
+        assert outcome.ok, outcome.failures
+        result, = outcome.results
+        assert result.mode == "incremental"
+        # Only the four tasks someone else changed are loaded; the rest of the push echo is left out, from the
+        # same listing pages as before (Planner has no cheaper read of changes).
+        assert result.loaded == 4
+        assert emulator.stats.by_route["GET /v1.0/planner/plans/{plan}/tasks"] - listings == len(
+            planner_connector_plans(box))
+        with open_config_warehouse(config) as warehouse:
+            tasks = warehouse.read("tasks", columns=["native_id", "title", "due_date", "percent_complete"],
+                                   ).set_index("native_id")
+        assert tasks.loc[before_write, "percent_complete"] == 50
+        assert pd.Timestamp(tasks.loc[due_moved, "due_date"]).date().isoformat() == "2031-01-15"
+        assert tasks.loc[titled, "title"] == "Renamed by a colleague"
+        assert tasks.loc[untouched_by_pmsync, "title"] == "Not pmsync's"
+
+
+def planner_task_ids(box: Sandbox) -> list[str]:
+    p = box.portfolio
+    return [server.native_id(p, i) for i in range(p.tasks.size) if p.tasks.tool[i] == PLANNER
+            and not p.tasks.deleted[i]]

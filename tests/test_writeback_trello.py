@@ -4,6 +4,7 @@ the plan pushed; everything is read back through py-trello."""
 from __future__ import annotations
 
 import importlib.util
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from trello import TrelloClient
 
 from connectors.base import Write
 from connectors.registry import build_connector
-from connectors.trello import ITEM_MARK, PMSYNC_FIELDS, TrelloConnector, health_list_name
+from connectors.trello import ITEM_MARK, PMSYNC_FIELDS, TrelloConnector, health_list_name, own_edits_only
 from pmsync.config import Config, load_config
 from pmsync.run import open_config_warehouse, run_sync
 from sandbox.core import CREDENTIALS
@@ -328,3 +329,64 @@ def test_values_a_board_cannot_take_before_setup_are_written_once_setup_has_run(
     assert after.skipped == 0 and after.written >= before.skipped
     with open_config_warehouse(config) as warehouse:
         assert warehouse.count("writeback_ledger", "status = 'skipped'") == 0
+
+
+@pytest.mark.skipif(not HAS_PUSH, reason="writeback/push.py (run_push) does not exist yet")
+def test_the_sync_after_a_push_leaves_out_pmsyncs_own_edits_and_reads_everyone_elses(box: Sandbox,
+                                                                                       tmp_path: Path) -> None:
+    from writeback.push import run_push
+
+    config = trello_config(box, tmp_path)
+    connection = config.connections[0]
+    sync_and_schedule(config).close()
+    assert build_connector(connection).setup_writeback(connection.boards)
+    pushed = run_push(config)
+    assert pushed.ok and pushed.results[connection.name].written > 30
+    client = sdk(box)
+    cards = cards_by_id(client, connection.boards)
+    written = sorted(card_id for card_id, card in cards.items() if "pmsync state" in card["items"]
+                     and not card.get("closed"))
+    due_moved, moved, estimated = written[:3]
+    # Someone else's changes through py-trello on three cards pmsync wrote: a due date, a list, and a custom
+    # field that is not pmsync's (by the same token's member, so the field, not the member, tells them apart).
+    client.get_card(due_moved).set_due(datetime(2031, 1, 15, 12, tzinfo=UTC))
+    lists = client.get_board(cards[moved]["idBoard"]).all_lists()
+    other_list = next(found for found in lists if found.id != cards[moved]["idList"])
+    client.get_card(moved).change_list(other_list.id)
+    board_fields = {d["name"]: d for d in client.fetch_json(f"boards/{cards[estimated]['idBoard']}/customFields")}
+    client.fetch_json(f"cards/{estimated}/customField/{board_fields['Estimate (h)']['id']}/item",
+                      http_method="PUT", post_args={"value": {"number": "99"}})
+
+    emulator = box.emulators["trello"]
+    card_reads = emulator.stats.by_route["GET /1/cards/{id}"]
+    outcome = run_sync(config)
+    assert outcome.ok, outcome.failures
+    result, = outcome.results
+    assert result.mode == "incremental"
+    # Only the three cards someone else changed are read again; the push echo (an updateCustomFieldItem action
+    # per field pmsync wrote on every card) is left out.
+    assert result.loaded == 3
+    assert emulator.stats.by_route["GET /1/cards/{id}"] - card_reads == 3
+    with open_config_warehouse(config) as warehouse:
+        tasks = warehouse.read("tasks", columns=["native_id", "status", "due_date", "estimate_hours"],
+                               ).set_index("native_id")
+    assert pd.Timestamp(tasks.loc[due_moved, "due_date"]).date().isoformat() == "2031-01-15"
+    assert tasks.loc[moved, "status"] == other_list.name
+    assert tasks.loc[estimated, "estimate_hours"] == 99
+
+
+def test_only_pmsync_field_updates_by_the_tokens_member_count_as_its_own_edits() -> None:
+    def action(card: str, kind: str, member: str = "me", field_id: str | None = "f-state") -> dict[str, Any]:
+        data: dict[str, Any] = {"card": {"id": card}}
+        if field_id:
+            data["customField"] = {"id": field_id}
+        return {"id": f"{card}-{kind}", "type": kind, "idMemberCreator": member, "data": data}
+
+    own = frozenset({"f-state", "f-slip"})
+    actions = [
+        action("echo", "updateCustomFieldItem"), action("echo", "updateCustomFieldItem", field_id="f-slip"),
+        action("by-someone", "updateCustomFieldItem", member="colleague"),
+        action("other-field", "updateCustomFieldItem", field_id="f-estimate"),
+        action("also-moved", "updateCustomFieldItem"), action("also-moved", "updateCard", field_id=None),
+    ]
+    assert own_edits_only(actions, "me", own) == {"echo"}
