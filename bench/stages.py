@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,7 @@ def timed_push(config: Config) -> dict[str, Any]:
         "planned": sum(r.planned for r in outcome.results.values()),
         "written": sum(r.written for r in outcome.results.values()),
         "failed": sum(r.failed for r in outcome.results.values()),
+        "skipped": sum(r.skipped for r in outcome.results.values()),
         "failures": outcome.failures,
         "errors": {name: r.errors[:2] for name, r in outcome.results.items() if r.errors},
     }
@@ -192,44 +194,68 @@ def read_spool(spool: Path) -> list[tuple]:
                 return batches
 
 
-def replay(batches: list[tuple]) -> tuple[float, float, int]:
-    """Normalize and load every batch into a fresh DuckDB file, grouped into transactions as `pmsync sync` groups
-    them by default: (normalize-only seconds, normalize+load seconds, tasks loaded)."""
+def normalize_all(batches: list[tuple]) -> float:
+    """Seconds to normalize every spooled page, grouped as `load_batch` sees them (nothing is written)."""
     from mappings.normalize import normalize_tasks
-    from warehouse import open_warehouse
 
     started = time.perf_counter()
-    for connection, _, batch, mapping, timezone in batches:
-        normalize_tasks(batch.records, mapping, connection, timezone)
-    normalize_s = time.perf_counter() - started
+    for connection, _, group, mapping, timezone in replay_groups(batches):
+        normalize_tasks(group.records, mapping, connection, timezone)
+    return time.perf_counter() - started
+
+
+def replay_groups(batches: list[tuple]) -> Iterator[tuple]:
+    """The spooled pages grouped into transactions as `pmsync sync` groups them by default:
+    (connection, tool, group, mapping, timezone) per group."""
+    defaults = SyncSettings()
+    for (connection, tool, mapping, timezone), run in itertools.groupby(
+            batches, key=lambda b: (b[0], b[1], b[3], b[4])):
+        pages = [page for _, _, page, _, _ in run]
+        for group in sync_module.grouped(pages, defaults.commit_every_records, defaults.commit_every_seconds):
+            yield connection, tool, group, mapping, timezone
+
+
+def load_all(batches: list[tuple], warehouse: Any) -> tuple[float, int]:
+    """Normalize and load every group into `warehouse`, one transaction each: (seconds, tasks loaded)."""
+    groups = list(replay_groups(batches))
+    run_ids = {connection: warehouse.start_run(connection, "full") for connection in dict.fromkeys(g[0] for g in groups)}
+    started = time.perf_counter()
+    loaded = 0
+    state = sync_module._RunState()
+    for connection, tool, group, mapping, timezone in groups:
+        with warehouse.transaction():
+            loaded += sync_module.load_batch(warehouse, connection, tool, group, mapping, timezone,
+                                             run_ids[connection], state)[0]
+    return time.perf_counter() - started, loaded
+
+
+def replay(batches: list[tuple]) -> tuple[float, float, int]:
+    """Normalize alone, then normalize and load every batch into a fresh DuckDB file, grouped into transactions as
+    `pmsync sync` groups them by default: (normalize-only seconds, normalize+load seconds, tasks loaded)."""
+    from warehouse import open_warehouse
+
+    normalize_s = normalize_all(batches)
     with tempfile.TemporaryDirectory(prefix="pmsync-bench-load-") as tmp, \
             open_warehouse(f"duckdb:///{tmp}/load.duckdb") as warehouse:
-        run_ids = {}
-        started = time.perf_counter()
-        loaded = 0
-        state = sync_module._RunState()
-        defaults = SyncSettings()
-        for (connection, tool, mapping, timezone), run in itertools.groupby(
-                batches, key=lambda b: (b[0], b[1], b[3], b[4])):
-            run_id = run_ids.setdefault(connection, warehouse.start_run(connection, "full"))
-            pages = [page for _, _, page, _, _ in run]
-            for group in sync_module.grouped(pages, defaults.commit_every_records, defaults.commit_every_seconds):
-                with warehouse.transaction():
-                    loaded += sync_module.load_batch(warehouse, connection, tool, group, mapping, timezone, run_id,
-                                                     state)[0]
-        return normalize_s, time.perf_counter() - started, loaded
+        load_s, loaded = load_all(batches, warehouse)
+    return normalize_s, load_s, loaded
 
 
-def run_replay(spool: Path, profile_out: Path) -> dict[str, Any]:
-    batches = read_spool(spool)
-    normalize_s, load_s, loaded = replay(batches)
+def profiled_replay(batches: list[tuple], lines: int = 40, sort: str = "cumulative") -> str:
+    """cProfile of one more replay, the top `lines` functions by `sort`."""
     profiler = cProfile.Profile()
     profiler.enable()
     replay(batches)
     profiler.disable()
     text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
-    profile_out.write_text(text.getvalue())
+    pstats.Stats(profiler, stream=text).sort_stats(sort).print_stats(lines)
+    return text.getvalue()
+
+
+def run_replay(spool: Path, profile_out: Path) -> dict[str, Any]:
+    batches = read_spool(spool)
+    normalize_s, load_s, loaded = replay(batches)
+    profile_out.write_text(profiled_replay(batches))
     records = sum(len(b[2].records) for b in batches)
     return {"batches": len(batches), "records": records, "loaded": loaded, "normalize_seconds": normalize_s,
             "normalize_load_seconds": load_s}

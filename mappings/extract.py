@@ -1,19 +1,22 @@
 """Pull typed columns out of a page of raw vendor records, vectorized.
 
-A page of nested JSON records is re-encoded once with orjson and parsed by Arrow's C++ JSON reader against a
-schema built from the mapping's paths (everything else in the records is skipped), so a 100,000-record page is
-read in a fraction of a second with no Python loop per field. A record whose value has the wrong JSON type would
-fail the whole page, so on failure the page is bisected to find the bad records, which are returned with the
-reason for quarantine while the rest still load.
+A page of nested records is read against an Arrow struct type built from the mapping's paths (everything else in
+the records is skipped). Arrow's conversion from Python objects reads it directly when every value has the JSON
+type its path promises (one quick pass over the mapped objects checks the few places where that conversion is
+laxer than JSON); otherwise the page is re-encoded once with orjson and parsed by Arrow's C++ JSON reader, whose
+rules are the reference. A record whose value has the wrong JSON type fails the whole page there, so the page is
+bisected to find the bad records, which are returned with the reason for quarantine while the rest still load.
 """
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,6 +44,11 @@ class Rejected:
 
 def arrow_struct(paths: dict[str, tuple[str, str]]) -> pa.StructType:
     """A nested Arrow struct type holding every dotted path: {column: (path, type)} -> struct<...>."""
+    return _to_struct(_path_tree(paths))
+
+
+def _path_tree(paths: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """The paths as nested dicts: {part: {part: type}}."""
     tree: dict[str, Any] = {}
     for path, kind in paths.values():
         node = tree
@@ -56,7 +64,7 @@ def arrow_struct(paths: dict[str, tuple[str, str]]) -> pa.StructType:
         if existing is not None and existing != kind:
             raise ValueError(f"path {path!r} is read as both {existing} and {kind}")
         node[parts[-1]] = kind
-    return _to_struct(tree)
+    return tree
 
 
 def _to_struct(tree: dict[str, Any]) -> pa.StructType:
@@ -71,11 +79,18 @@ def extract(records: Sequence[dict[str, Any]], paths: dict[str, tuple[str, str]]
     The returned table has one row per readable record, in page order, and a `_position` column giving each
     row's position in the page.
     """
-    struct = arrow_struct(paths)
+    tree = _path_tree(paths)
+    struct = _to_struct(tree)
+    records = list(records)
     rejected: list[Rejected] = []
     chunks: list[pa.StructArray] = []
     positions: list[pa.Array] = []
-    _read(list(records), 0, struct, chunks, positions, rejected)
+    converted = _convert(records, struct, _lax_steps(tree))
+    if converted is not None:
+        chunks.append(converted)
+        positions.append(pa.array(np.arange(len(records), dtype=np.int64)))
+    else:
+        _read(records, 0, struct, chunks, positions, rejected)
     if chunks:
         values = pa.concat_arrays(chunks)
         position = pa.concat_arrays(positions)
@@ -85,6 +100,60 @@ def extract(records: Sequence[dict[str, Any]], paths: dict[str, tuple[str, str]]
     columns = {name: _column(values, path) for name, (path, _) in paths.items()}
     columns["_position"] = position
     return pa.table(columns), sorted(rejected, key=lambda r: r.position)
+
+
+# Arrow's conversion from Python objects reads only the mapped fields, several times faster than re-encoding the
+# records and parsing them back, but it is laxer than the JSON reader in a few places: it takes a list or tuple
+# for an object, True for a number, 2.5 for an integer, and a string for a list of strings (NaN and infinity,
+# which orjson writes as null, it keeps). A page holding any of those is read by the JSON reader, whose rules
+# (and error messages, for quarantine) are the reference; elsewhere the two give the same columns.
+_LAX = ("object", "number", "integer", "string_list", "id_list")
+
+
+def _lax_steps(tree: dict[str, Any]) -> list[tuple[int, str, str]]:
+    """(slot of the parent value, key, kind) for every object and every lax leaf, parents first; a record's
+    values are held in slots as they are looked up, slot 0 being the record itself."""
+    steps: list[tuple[int, str, str]] = []
+
+    def walk(node: dict[str, Any], parent: int) -> None:
+        for key, sub in node.items():
+            if isinstance(sub, dict):
+                steps.append((parent, key, "object"))
+                walk(sub, len(steps))
+            elif sub in _LAX:
+                steps.append((parent, key, sub))
+
+    walk(tree, 0)
+    return steps
+
+
+def _convert(records: list[Any], struct: pa.StructType, steps: list[tuple[int, str, str]]) -> pa.StructArray | None:
+    """The page read by Arrow's conversion from Python objects, or None where the JSON reader must read it."""
+    for record in records:
+        if type(record) is not dict:
+            return None
+        values: list[Any] = [record]
+        for parent, key, kind in steps:
+            holder = values[parent]
+            value = holder.get(key) if holder is not None else None
+            if value is not None:
+                kind_of = type(value)
+                if kind == "object":
+                    if kind_of is not dict:
+                        return None
+                elif kind == "number":
+                    if kind_of is not int and not (kind_of is float and math.isfinite(value)):
+                        return None
+                elif kind == "integer":
+                    if kind_of is not int:
+                        return None
+                elif kind_of is not list:
+                    return None
+            values.append(value)
+    try:
+        return pa.array(records, type=struct)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+        return None
 
 
 def _read(

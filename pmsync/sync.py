@@ -12,16 +12,21 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from connectors.base import Batch, Connector, DueChange, Link
 from mappings.mapping import Mapping
 from mappings.normalize import normalize_tasks
 from pmsync.errors import PmsyncError
 from warehouse.base import Warehouse
+from warehouse.frames import last_per_key
 from writeback.ledger import own_edits
 
 log = logging.getLogger("pmsync.sync")
@@ -30,6 +35,7 @@ PULL_CURSOR = "pull"
 # fixed cost (statements, frames) that a 100-task page would otherwise pay alone. The cursor committed with a group
 # is that of its last page, so a crash still resumes with neither gap nor duplicate; it only redoes more pages.
 HISTORY_FIELDS = ("due_date", "start_date", "status_category", "percent_complete")
+TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
 @dataclass
@@ -172,21 +178,31 @@ def load_batch(
     state: _RunState | None = None,
 ) -> tuple[int, int]:
     """Write one batch (inside the caller's transaction): tasks, history, links, people, projects, quarantine and
-    the cursor. Returns (tasks loaded, records quarantined)."""
+    the cursor. Returns (tasks loaded, records quarantined).
+
+    The normalized rows stay Arrow columns all the way into the database (no pandas frame per batch): a batch
+    costs a fixed handful of statements whatever its size.
+    """
     page = normalize_tasks(batch.records, mapping, connection, timezone)
-    tasks = _dedupe(page.tasks, state)
+    tasks = _dedupe(page.table, state)
     now = pd.Timestamp.now(tz="UTC")
-    if not tasks.empty:
-        tasks = tasks.assign(first_seen_at=now, last_synced_at=now, deleted_at=pd.NaT)
+    if tasks.num_rows:
+        stamp = pa.repeat(pa.scalar(now.to_pydatetime(), TIMESTAMP), tasks.num_rows)
+        tasks = (tasks.append_column("first_seen_at", stamp).append_column("last_synced_at", stamp)
+                 .append_column("deleted_at", pa.nulls(tasks.num_rows, TIMESTAMP)))
         warehouse.upsert("tasks", tasks)
         warehouse.apply_task_versions(history_versions(connection, tasks, batch.due_changes))
-        warehouse.clear_quarantine(connection, tasks["native_id"])
+        warehouse.clear_quarantine(connection, tasks.column("native_id"))
     if batch.projects:
-        warehouse.upsert("projects", pd.DataFrame([
-            {"project_uid": f"{connection}:{p.native_id}", "connection": connection, "tool": tool,
-             "native_id": p.native_id, "name": p.name, "url": p.url, "first_seen_at": now, "last_synced_at": now,
-             "deleted_at": pd.NaT} for p in batch.projects
-        ]))
+        warehouse.upsert("projects", pa.table({
+            "project_uid": [f"{connection}:{p.native_id}" for p in batch.projects],
+            "connection": [connection] * len(batch.projects), "tool": [tool] * len(batch.projects),
+            "native_id": [p.native_id for p in batch.projects], "name": [p.name for p in batch.projects],
+            "url": [p.url for p in batch.projects],
+            "first_seen_at": pa.repeat(pa.scalar(now.to_pydatetime(), TIMESTAMP), len(batch.projects)),
+            "last_synced_at": pa.repeat(pa.scalar(now.to_pydatetime(), TIMESTAMP), len(batch.projects)),
+            "deleted_at": pa.nulls(len(batch.projects), TIMESTAMP),
+        }))
     if batch.people:
         upsert_people(warehouse, connection, batch)
     replace_links(warehouse, connection, batch.covers_links_of, batch.links, now)
@@ -201,67 +217,106 @@ def load_batch(
         warehouse.quarantine(quarantined.assign(run_id=run_id, quarantined_at=now))
     if batch.cursor is not None:
         warehouse.set_cursor(connection, PULL_CURSOR, orjson.dumps(batch.cursor).decode())
-    return len(tasks), len(quarantined)
+    return tasks.num_rows, len(quarantined)
 
 
-def _dedupe(tasks: pd.DataFrame, state: _RunState | None) -> pd.DataFrame:
-    """Drop rows already loaded in this run with the same (task, updated): the overlap window re-reads them."""
-    if tasks.empty:
+def _dedupe(tasks: pa.Table, state: _RunState | None) -> pa.Table:
+    """Drop rows already loaded in this run with the same (task, updated): the overlap window re-reads them.
+
+    Within the batch a task read twice keeps its row with the latest updated_at (a row without one counts as the
+    latest; equal ones, the later row).
+    """
+    if tasks.num_rows == 0:
         return tasks
-    tasks = tasks.sort_values("updated_at", kind="stable").drop_duplicates("task_uid", keep="last")
+    uids = tasks.column("task_uid")
+    if pc.count_distinct(uids).as_py() < tasks.num_rows:
+        order = pc.sort_indices(
+            tasks.select(["updated_at"]).append_column("_row", pa.array(np.arange(tasks.num_rows))),
+            sort_keys=[("updated_at", "ascending", "at_end"), ("_row", "ascending", "at_end")],
+        )
+        tasks = last_per_key(tasks.take(order), ("task_uid",))
     if state is None:
         return tasks
-    keys = list(zip(tasks["task_uid"], tasks["updated_at"]))
+    keys = list(zip(tasks.column("task_uid").to_pylist(),
+                    tasks.column("updated_at").cast(pa.int64()).to_pylist()))
     fresh = [key not in state.seen for key in keys]
     state.seen.update(keys)
-    return tasks.loc[fresh]
+    return tasks if all(fresh) else tasks.filter(pa.array(fresh))
 
 
-def history_versions(connection: str, tasks: pd.DataFrame, changes: Iterable[DueChange]) -> pd.DataFrame:
+def history_versions(connection: str, tasks: pa.Table, changes: Iterable[DueChange]) -> pa.Table:
     """Type-2 versions of the schedule fields: the tool's own due-date history, then what was observed now.
 
     A reconstructed version knows only the due date; the other fields are left unknown (null) rather than
-    guessed, and the observed version (at the task's own updated_at) fills them in.
+    guessed, and the observed version (at the task's own updated_at) fills them in. Where both fall on the same
+    instant the observed version comes later, so it wins.
     """
-    observed = tasks[["task_uid", "updated_at", *HISTORY_FIELDS]].rename(columns={"updated_at": "valid_from"})
-    observed = observed.assign(
-        valid_from=observed["valid_from"].fillna(pd.Timestamp.now(tz="UTC")), source="observed", deleted=False
-    )
-    uids: list[str] = []
-    starts: list[Any] = []
-    dues: list[Any] = []
-    created = dict(zip(tasks["native_id"], tasks["created_at"]))
-    for native_id, group in _by_task(changes).items():
-        if native_id not in created:
-            continue
-        uid = f"{connection}:{native_id}"
-        first = group[0]
-        if first.old_due is not None:
-            uids.append(uid)
-            starts.append(created[native_id] if pd.notna(created[native_id]) else first.changed_at)
-            dues.append(first.old_due)
-        for change in group:
-            uids.append(uid)
-            starts.append(change.changed_at)
-            dues.append(change.new_due)
-    if not uids:
-        return observed
-    # Built as plain lists and converted column by column: a Timestamp per value costs more than the rest.
-    reconstructed = pd.DataFrame({
-        "task_uid": uids,
-        "valid_from": pd.to_datetime(pd.Series(starts, dtype=object), utc=True),
-        "due_date": pd.to_datetime(pd.Series(dues, dtype=object)),
-    }).assign(source="tool_history", deleted=False)
-    # The observed version wins where both fall on the same instant.
-    merged = pd.concat([reconstructed, observed], ignore_index=True)
-    return merged.drop_duplicates(["task_uid", "valid_from"], keep="last")
+    n = tasks.num_rows
+    observed = {
+        "task_uid": tasks.column("task_uid"),
+        "valid_from": pc.fill_null(tasks.column("updated_at"), pa.scalar(pd.Timestamp.now(tz="UTC"), TIMESTAMP)),
+        **{name: tasks.column(name) for name in HISTORY_FIELDS},
+        "source": pa.repeat(pa.scalar("observed"), n),
+        "deleted": pa.repeat(pa.scalar(False), n),
+    }
+    changes = list(changes)
+    task = pc.index_in(pa.array([c.native_id for c in changes], pa.string()), value_set=tasks.column("native_id"))
+    if not changes or task.null_count == len(changes):
+        return pa.table(observed)
+    # One row per change of this batch's tasks, each task's changes in time order (ties in the tool's order).
+    found = pa.table({
+        "task": task, "changed_at": _instants([c.changed_at for c in changes]),
+        "old_due": _dates([c.old_due for c in changes]), "new_due": _dates([c.new_due for c in changes]),
+        "seq": pa.array(np.arange(len(changes))),
+    }).filter(task.is_valid())
+    found = found.take(pc.sort_indices(found, sort_keys=[("task", "ascending"), ("changed_at", "ascending"),
+                                                         ("seq", "ascending")]))
+    task = found.column("task")
+    # Before a task's first change its due date was the change's old one, from the task's creation (or, when
+    # that is unknown, from the change itself).
+    first = np.ones(found.num_rows, dtype=bool)
+    first[1:] = pc.not_equal(task[1:], task[:-1]).to_numpy(zero_copy_only=False)
+    opening = first & found.column("old_due").is_valid().to_numpy(zero_copy_only=False)
+    initial = found.filter(pa.array(opening))
+    created = tasks.column("created_at").take(initial.column("task"))
+    # Each opening version sorts right before its task's first change, and the changes keep their order.
+    rank = np.arange(found.num_rows) * 2
+    rows = pa.concat_tables([
+        pa.table({"task": initial.column("task"), "valid_from": pc.coalesce(created, initial.column("changed_at")),
+                  "due_date": initial.column("old_due"), "rank": pa.array(rank[opening])}),
+        pa.table({"task": task, "valid_from": found.column("changed_at"), "due_date": found.column("new_due"),
+                  "rank": pa.array(rank + 1)}),
+    ])
+    rows = rows.take(pc.sort_indices(rows.column("rank")))
+    count = rows.num_rows
+    reconstructed = pa.table({
+        "task_uid": tasks.column("task_uid").take(rows.column("task")),
+        "valid_from": rows.column("valid_from"),
+        "due_date": rows.column("due_date"),
+        "start_date": pa.nulls(count, pa.date32()),
+        "status_category": pa.nulls(count, pa.string()),
+        "percent_complete": pa.nulls(count, pa.float64()),
+        "source": pa.repeat(pa.scalar("tool_history"), count),
+        "deleted": pa.repeat(pa.scalar(False), count),
+    })
+    return pa.concat_tables([reconstructed, pa.table(observed).select(reconstructed.column_names)])
 
 
-def _by_task(changes: Iterable[DueChange]) -> dict[str, list[DueChange]]:
-    grouped: dict[str, list[DueChange]] = {}
-    for change in changes:
-        grouped.setdefault(change.native_id, []).append(change)
-    return {k: sorted(v, key=lambda c: c.changed_at) for k, v in grouped.items()}
+def _instants(values: list[Any]) -> pa.Array:
+    """Change times as UTC microseconds (a naive time is taken as UTC, as pandas' utc=True does)."""
+    try:
+        return pa.array(values, TIMESTAMP)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.Array.from_pandas(pd.to_datetime(pd.Series(values, dtype=object), utc=True).astype(
+            "datetime64[us, UTC]"), type=TIMESTAMP)
+
+
+def _dates(values: list[Any]) -> pa.Array:
+    """Due dates as date32, whether the connector gave dates, datetimes or ISO text."""
+    if all(value is None or type(value) is date for value in values):
+        return pa.array(values, pa.date32())
+    parsed = pd.to_datetime(pd.Series(values, dtype=object)).astype("datetime64[us]")
+    return pc.cast(pa.Array.from_pandas(parsed.dt.normalize()), pa.date32())
 
 
 def replace_links(
@@ -277,34 +332,43 @@ def replace_links(
         )
     if not links:
         return
-    rows = [{
-        "predecessor_uid": f"{connection}:{link.predecessor_native_id}" if link.predecessor_native_id
-        else f"url:{link.predecessor_url}",
-        "successor_uid": f"{connection}:{link.successor_native_id}",
-        "kind": link.kind, "origin": link.origin, "connection": connection, "lag_days": link.lag_days,
-        "last_seen_at": now,
-    } for link in links]
-    warehouse.upsert("dependencies", pd.DataFrame(rows))
+    warehouse.upsert("dependencies", pa.table({
+        "predecessor_uid": [f"{connection}:{link.predecessor_native_id}" if link.predecessor_native_id
+                            else f"url:{link.predecessor_url}" for link in links],
+        "successor_uid": [f"{connection}:{link.successor_native_id}" for link in links],
+        "kind": [link.kind for link in links],
+        "origin": [link.origin for link in links],
+        "connection": [connection] * len(links),
+        "lag_days": pa.array([link.lag_days for link in links], pa.float64()),
+        "last_seen_at": pa.repeat(pa.scalar(now.to_pydatetime(), TIMESTAMP), len(links)),
+    }))
 
 
 def upsert_people(warehouse: Warehouse, connection: str, batch: Batch) -> None:
     """People keyed by lower-cased email (one person across tools), else by connection and native id."""
-    rows = {}
+    rows: dict[str, tuple[str | None, str | None]] = {}
     for person in batch.people:
-        uid = person.email.strip().lower() if person.email else f"{connection}:{person.native_id}"
-        rows[uid] = {"person_uid": uid, "email": person.email.strip().lower() if person.email else None,
-                     "display_name": person.display_name}
+        email = person.email.strip().lower() if person.email else None
+        rows[email or f"{connection}:{person.native_id}"] = (email, person.display_name)
     if not rows:
         return
-    frame = pd.DataFrame(list(rows.values()))
-    stored = warehouse.read("people", "person_uid = ANY(%s)", [list(rows)])
-    names = dict(zip(stored["person_uid"], stored["display_names"])) if not stored.empty else {}
-    frame["display_names"] = [
-        orjson.dumps({**(orjson.loads(names[u]) if names.get(u) else {}), connection: n}).decode()
-        for u, n in zip(frame["person_uid"], frame["display_name"])
-    ]
-    frame["updated_at"] = pd.Timestamp.now(tz="UTC")
-    warehouse.upsert("people", frame)
+    stored = warehouse.query_arrow(
+        "SELECT person_uid, CAST(display_names AS TEXT) AS display_names FROM people WHERE person_uid = ANY(%s)",
+        [list(rows)],
+    )
+    names = dict(zip(stored.column(0).to_pylist(), stored.column(1).to_pylist())) if stored.num_rows else {}
+    display_names = []
+    for uid, (_, name) in rows.items():
+        known = names.get(uid)
+        earlier = orjson.loads(known) if isinstance(known, str) and known else {}
+        display_names.append(orjson.dumps({**earlier, connection: name}).decode())
+    warehouse.upsert("people", pa.table({
+        "person_uid": list(rows),
+        "email": pa.array([email for email, _ in rows.values()], pa.string()),
+        "display_name": pa.array([name for _, name in rows.values()], pa.string()),
+        "display_names": display_names,
+        "updated_at": pa.repeat(pa.scalar(pd.Timestamp.now(tz="UTC").to_pydatetime(), TIMESTAMP), len(rows)),
+    }), stored=len(names))
 
 
 def mark_missing_as_deleted(warehouse: Warehouse, connection: str, live_native_ids: set[str]) -> int:

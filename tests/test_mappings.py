@@ -83,6 +83,38 @@ def test_the_same_rows_whatever_the_page_size():
 
 
 @pytest.mark.parametrize(
+    "fields, reason",
+    [({"timeoriginalestimate": True}, "should be a number but is a boolean"),
+     ({"labels": "milestone"}, "should be a array but is a string"),
+     ({"status": ["In Progress"]}, "should be a object but is a array")],
+)
+def test_values_of_the_wrong_json_type_are_quarantined_not_coerced(fields, reason):
+    # Arrow's conversion from Python objects would read True as 1.0, a string as a list of its letters and a list
+    # as an object; the JSON reader's rules are the ones that hold.
+    records = [JIRA_ISSUE, issue(**fields)]
+    records[1]["id"] = "10002"
+    page = normalize_tasks(records, load_mapping("jira"), "eng-jira")
+    assert page.tasks.native_id.tolist() == ["10001"]
+    assert page.quarantine.native_id.tolist() == ["10002"] and reason in page.quarantine.reason[0]
+
+
+def test_dates_in_every_iso_form_read_as_pandas_reads_them():
+    forms = ["2026-11-30", "2026-11-30T23:30:00Z", "2026-11-30T23:30:00.1234567+02:00", "2026-11-30 23:30:00",
+             "2026-11-30T23:30", "1969-12-31T23:59:59.9999999Z"]
+    mapping = load_mapping("jira").with_overrides({"due_date": "fields.due_at"})
+    records = [issue(due_at=form, updated=form) for form in forms]
+    for k, record in enumerate(records):
+        record["id"] = str(30000 + k)
+    tasks = normalize_tasks(records, mapping, "c", timezone="America/Toronto").tasks
+    text = pd.Series(forms, dtype="string")
+    instants = pd.to_datetime(text, format="ISO8601", utc=True)
+    local = instants.dt.tz_convert("America/Toronto").dt.tz_localize(None).dt.normalize()
+    expected_due = local.where(text.str.len() != 10, instants.dt.tz_localize(None))
+    assert tasks.due_date.tolist() == expected_due.astype("datetime64[us]").tolist()
+    assert tasks.updated_at.tolist() == instants.astype("datetime64[us, UTC]").tolist()
+
+
+@pytest.mark.parametrize(
     "text, message",
     [
         ("tool: jira\nfields: {native_id: {path: id}, title: {path: x}, titel: {path: y}}\n"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import psycopg
+import pyarrow as pa
 import pytest
 from conftest import POSTGRES_URL, Backend, postgres_unavailable_reason  # fixtures `backend`, `warehouse` too
 from hypothesis import given, settings
@@ -118,6 +119,14 @@ def test_upsert_keeps_the_last_row_when_a_frame_repeats_a_key(warehouse: Warehou
     rows = pd.concat([task_rows(1), task_rows(1, title="Renamed")], ignore_index=True)
     assert warehouse.upsert("tasks", rows) == 1
     assert list(warehouse.read("tasks")["title"]) == ["Renamed"]
+
+
+def test_an_arrow_table_upserts_as_its_frame_does_repeated_keys_included(warehouse: Warehouse) -> None:
+    rows = pd.concat([task_rows(3), task_rows(2, title="Renamed"), task_rows(1, title="Renamed again")],
+                     ignore_index=True)
+    assert warehouse.upsert("tasks", pa.Table.from_pandas(task_rows(2), preserve_index=False)) == 2
+    assert warehouse.upsert("tasks", pa.Table.from_pandas(rows, preserve_index=False)) == 3
+    assert list(warehouse.read("tasks")["title"]) == ["Renamed again", "Renamed", "Task 2"]
 
 
 def test_upsert_rejects_unknown_columns_and_missing_keys(warehouse: Warehouse) -> None:

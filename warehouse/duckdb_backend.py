@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import duckdb
 import pandas as pd
@@ -45,6 +45,8 @@ class DuckDBWarehouse(Warehouse):
         "float": "DOUBLE",
         "json": "JSON",
     }
+    # Its INSERT ... ON CONFLICT costs about three plain INSERTs (and 1.5 ms more on a single row).
+    upsert_checks_first = True
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
@@ -67,12 +69,22 @@ class DuckDBWarehouse(Warehouse):
     def _execute(self, sql: str, params: Params = None) -> None:
         self._connection.execute(to_duckdb_placeholders(sql), params)
 
+    def _execute_count(self, sql: str, params: Params = None) -> int:
+        rows = self._connection.execute(to_duckdb_placeholders(sql), params).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    def _fetch_scalar(self, sql: str, params: Params = None) -> Any:
+        rows = self._connection.execute(to_duckdb_placeholders(sql), params).fetchall()
+        return rows[0][0] if rows else None
+
     def _fetch(self, sql: str, params: Params = None) -> pd.DataFrame:
+        return self._fetch_arrow(sql, params).to_pandas()
+
+    def _fetch_arrow(self, sql: str, params: Params = None) -> pa.Table:
         with warnings.catch_warnings():
             # The extra copy it warns about is of the result, which is what a frame needs anyway.
             warnings.simplefilter("ignore", UserWarning)
-            result = self._connection.execute(to_duckdb_placeholders(sql), params).to_arrow_table()
-        return result.to_pandas()
+            return self._connection.execute(to_duckdb_placeholders(sql), params).to_arrow_table()
 
     @contextmanager
     def _staged(self, name: str, table: Table, data: pa.Table) -> Iterator[None]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import math
 
+import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mappings.schema import BOOLEAN, DATE, FLOAT, INTEGER, JSON, STRING, TIMESTAMP, Table
 
@@ -35,6 +37,39 @@ def to_arrow(table: Table, frame: pd.DataFrame) -> pa.Table:
     names = check_columns(table, frame)
     arrays = [_to_arrow_array(frame[name], table.column(name).type) for name in names]
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def arrow_table(table: Table, data: pa.Table) -> pa.Table:
+    """An Arrow table's columns (a subset of the table's) in table order, cast to the canonical schema's types."""
+    unknown = [name for name in data.column_names if name not in table.column_names]
+    if unknown:
+        raise ValueError(f"table {table.name} has no columns {unknown}; it has {list(table.column_names)}")
+    names = [name for name in table.column_names if name in data.column_names]
+    arrays = []
+    for name in names:
+        column = data.column(name)
+        logical = table.column(name).type
+        wanted = ARROW_TYPES[logical]
+        if logical == JSON and (pa.types.is_nested(column.type) or pa.types.is_null(column.type)):
+            # Lists and objects become their JSON text, as json_text does for frames.
+            column = pa.array([None if value is None else _dumps(value) for value in column.to_pylist()], wanted)
+        arrays.append(column if column.type == wanted else column.cast(wanted))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def last_per_key(data: pa.Table, keys: tuple[str, ...]) -> pa.Table:
+    """The rows with the last row of each key only (the table unchanged, and uncopied, when no key repeats)."""
+    if data.num_rows < 2:
+        return data
+    if len(keys) == 1:
+        distinct = pc.count_distinct(data.column(keys[0])).as_py()
+    else:
+        distinct = data.select(list(keys)).group_by(list(keys), use_threads=False).aggregate([]).num_rows
+    if distinct == data.num_rows:
+        return data
+    numbered = data.select(list(keys)).append_column("_row", pa.array(np.arange(data.num_rows)))
+    last = numbered.group_by(list(keys), use_threads=False).aggregate([("_row", "max")]).column("_row_max")
+    return data.take(np.sort(last.to_numpy()))
 
 
 def _to_arrow_array(values: pd.Series, logical_type: str) -> pa.Array:

@@ -1,7 +1,7 @@
 """The PostgreSQL warehouse, for shared deployments, through psycopg 3.
 
-Batches travel as CSV written by Arrow and loaded with COPY into a temporary table, from which the same
-INSERT ... ON CONFLICT as on DuckDB merges them: no row-by-row round trips.
+Batches travel as CSV written by Arrow and loaded with COPY into a temporary table, from which INSERT ... ON
+CONFLICT merges them: no row-by-row round trips.
 """
 
 from __future__ import annotations
@@ -94,6 +94,11 @@ class PostgresWarehouse(Warehouse):
 
     def _execute(self, sql: str | pg_sql.Composable, params: Params = None) -> None:
         self._connection.execute(sql, params)  # type: ignore[arg-type]
+
+    def _execute_count(self, sql: str, params: Params = None) -> int:
+        with self._connection.cursor() as cursor:
+            cursor.execute(sql, params)  # type: ignore[arg-type]
+            return max(cursor.rowcount, 0)
 
     def _fetch(self, sql: str, params: Params = None) -> pd.DataFrame:
         with self._connection.cursor() as cursor:
