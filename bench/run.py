@@ -369,6 +369,8 @@ running test suites while the benchmarks run, so wall times carry noise; request
   shown apart. Lower bound of a pull = the longer of (minimum pages x 50 ms / the connector's concurrency) and the
   vendor's fixed request windows for those pages.
 - Rows marked `[sandbox.json]` and `[schedule.json]` are merged from the last run of those two scripts.
+- Normalize and load alone, in a minute and with a profile: `.venv/bin/python bench/bench_load.py --size 10000`
+  (the sandbox in process without latency, a full sync spooled, then replayed into fresh DuckDB files).
 
 ## Latest figures
 {markdown_table(rows)}

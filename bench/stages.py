@@ -208,6 +208,11 @@ def replay_groups(batches: list[tuple]) -> Iterator[tuple]:
     """The spooled pages grouped into transactions as `pmsync sync` groups them by default:
     (connection, tool, group, mapping, timezone) per group."""
     defaults = SyncSettings()
+    # The full sync pulls its connections concurrently, so the spool interleaves their pages; each connection is
+    # loaded by its own sync, which groups only its own pages. Put each connection's pages together (in their
+    # order) before grouping, or the replay would cut a transaction at every switch of connection.
+    order = {connection: k for k, connection in enumerate(dict.fromkeys(b[0] for b in batches))}
+    batches = sorted(batches, key=lambda b: order[b[0]])
     for (connection, tool, mapping, timezone), run in itertools.groupby(
             batches, key=lambda b: (b[0], b[1], b[3], b[4])):
         pages = [page for _, _, page, _, _ in run]
