@@ -229,3 +229,17 @@ def test_the_ledger_keeps_the_last_written_payload_when_a_retry_fails(tmp_path: 
         row = read_ledger(warehouse, ["eng-jira"]).iloc[0]
         assert (row.status, row.payload_hash, row.remote_ref, row.error) == ("failed", "h1", "10001", "HTTP 500")
         assert read_ledger(warehouse, ["other"]).empty
+
+
+def test_a_write_with_nothing_to_edit_in_place_carries_no_remote_ref():
+    # pandas 3 reads a text column with gaps as a string dtype whose gaps are NaN (truthy): the plan must keep
+    # None, or a first comment would be "edited" at the id "nan" instead of posted.
+    desired = [{"target": "trello.comment", "connection": "c", "task_uid": f"c:{n}", "native_id": str(n),
+                "payload": {"state": "late", "text": "pmsync: late"}} for n in (1, 2)]
+    ledger = frame("writeback_ledger", [{"target": "trello.comment", "connection": "c", "task_uid": "c:1",
+                                         "payload_hash": "old", "status": "written", "remote_ref": "a1",
+                                         "payload": '{"state": "at_risk"}'}])
+    plan = compare_with_ledger(desired, ledger)
+    refs = dict(zip(plan["task_uid"], plan["remote_ref"]))
+    assert refs["c:1"] == "a1" and refs["c:2"] is None
+    assert [row["remote_ref"] for row in plan[plan["needed"]].to_dict("records")] == ["a1", None]

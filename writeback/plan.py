@@ -300,11 +300,15 @@ def compare_with_ledger(desired: list[Row], ledger: pd.DataFrame) -> pd.DataFram
         digest = payload_hash(row["payload"])
         needed = last is None or last.status != "written" or last.payload_hash != digest
         # An archive acts on the item's remote_ref, which it carries; other targets edit what they created.
-        remote_ref = row.get("remote_ref") or (None if last is None else _text(last.remote_ref))
+        remote_ref = _text(row.get("remote_ref")) or (None if last is None else _text(last.remote_ref))
         rows.append({**row, "payload_hash": digest,
                      "previous": None if last is None else _stored_payload(last.payload),
                      "remote_ref": remote_ref, "needed": bool(needed)})
-    return pd.DataFrame(rows, columns=PLAN_COLUMNS)
+    # Object columns, built as such: pandas 3 would infer a string dtype for text with gaps and turn each None
+    # into NaN, which is truthy, so a write with nothing to edit would try to edit "nan".
+    return pd.DataFrame({column: pd.Series([row.get(column) for row in rows],
+                                           dtype=bool if column == "needed" else object)
+                         for column in PLAN_COLUMNS})
 
 
 def plan_from_frames(tasks: pd.DataFrame, schedule: pd.DataFrame, project_health: pd.DataFrame,
