@@ -19,8 +19,9 @@ Incremental pull = per board 1 actions request, then for boards with changes 1 b
 card, plus `members/me`.
 
 Write-back: pmsync's custom fields are found by name on each board, and a card's board from one id listing per
-board (both read once per push). Writes are one `PUT .../customField/{id}/item` per field, one comment posted
-once and then edited, and on a portfolio board one card per item in its health's list, plus its field items.
+board (both read once per push). Writes are one `PUT /cards/{id}/customFields` per card (all its pmsync items at
+once), one comment posted once and then edited, and on a portfolio board one card per item in its health's list,
+plus its field items.
 
 The push echo: each field write adds an `updateCustomFieldItem` action, which an incremental pull watches, so the
 pull after a push would re-read every card pmsync wrote. A card whose every new watched action is an
@@ -559,11 +560,18 @@ class TrelloConnector(Connector):
         return WriteResult(write.remote_ref)
 
     def _put_items(self, card_id: str, board_id: str, payload: dict[str, Any]) -> None:
-        for key, definition in pmsync_board_fields(self._board_fields(board_id)).items():
-            if key in payload:
-                self._send("PUT", f"cards/{card_id}/customField/{definition['id']}/item",
-                           f"setting {definition.get('name')!r} on card {card_id}",
-                           body=item_body(definition, payload[key]))
+        """pmsync's field items on a card: one `PUT /cards/{id}/customFields` for all of them (one request per
+        card, not per field); a single item goes to its own item endpoint."""
+        items = [(definition, item_body(definition, payload[key]))
+                 for key, definition in pmsync_board_fields(self._board_fields(board_id)).items() if key in payload]
+        if len(items) == 1:
+            (definition, body), = items
+            self._send("PUT", f"cards/{card_id}/customField/{definition['id']}/item",
+                       f"setting {definition.get('name')!r} on card {card_id}", body=body)
+        elif items:
+            self._send("PUT", f"cards/{card_id}/customFields", f"setting pmsync's fields on card {card_id}",
+                       body={"customFieldItems": [{"idCustomField": definition["id"], **body}
+                                                  for definition, body in items]})
 
     def _write_comment(self, write: Write) -> WriteResult:
         """pmsync's one comment on the card: edited in place, or posted (again, if someone deleted it)."""

@@ -1449,6 +1449,24 @@ def build_routes(world: TrelloWorld) -> list[BaseRoute]:
             raise TrelloError(400, "Invalid custom field item value.")
         return world.set_item(i, definition, args)
 
+    def put_field_items(request: Request, args: dict[str, Any]) -> Any:
+        """`PUT /cards/{id}/customFields`: several items at once, all checked before any is set."""
+        i = world.card(request.path_params["id"])
+        items = args.get("customFieldItems")
+        if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
+            raise _invalid("customFieldItems")
+        chosen = []
+        for item in items:
+            definition = world.custom_field(str(item.get("idCustomField") or ""))
+            if definition.board != int(p.tasks.project[i]):
+                raise TrelloError(400, "Invalid custom field item value.")
+            body = {key: item[key] for key in ("value", "idValue") if key in item}
+            _item_value(definition, body)  # raises on a value the field cannot take
+            chosen.append((definition, body))
+        for definition, body in chosen:
+            world.set_item(i, definition, body)
+        return {}  # the spec documents a 200 without a body
+
     def card_actions(request: Request, args: dict[str, Any]) -> Any:
         i = card_of(request)
         return world.actions_page(world.task_action_refs(i), args, CARD_ACTIONS_DEFAULT_FILTER)
@@ -1562,6 +1580,7 @@ def build_routes(world: TrelloWorld) -> list[BaseRoute]:
         ("/1/cards/{id}", delete_card, ["DELETE"]),
         ("/1/cards/{id}/customFieldItems", card_field_items, ["GET"]),
         ("/1/cards/{id}/customField/{field_id}/item", put_field_item, ["PUT"]),
+        ("/1/cards/{id}/customFields", put_field_items, ["PUT"]),
         ("/1/cards/{id}/actions", card_actions, ["GET"]),
         ("/1/cards/{id}/actions/comments", add_comment, ["POST"]),
         ("/1/cards/{id}/actions/{action_id}/comments", put_card_comment, ["PUT"]),

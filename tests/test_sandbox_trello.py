@@ -120,6 +120,29 @@ def test_invalid_custom_field_value_is_refused_in_text(box, http):
     assert response.text == "Invalid custom field item value."
 
 
+def test_several_custom_field_items_are_set_in_one_request_or_none_is(box, http):
+    fields = {f["type"]: f for f in http.get(f"/boards/{_board_id(box, http)}/customFields").json()}
+    number, listed = fields["number"], fields["list"]
+    option = listed["options"][0]["id"]
+    card_id = _first_card_id(box, http)
+
+    refused = http.put(f"/cards/{card_id}/customFields", json={"customFieldItems": [
+        {"idCustomField": number["id"], "value": {"number": "3"}},
+        {"idCustomField": listed["id"], "idValue": "0" * 24}]})
+    assert refused.status_code == 400
+    kept = {i["idCustomField"]: i for i in http.get(f"/cards/{card_id}/customFieldItems").json()}
+    assert (kept.get(number["id"]) or {}).get("value") != {"number": "3"}
+
+    answered = http.put(f"/cards/{card_id}/customFields", json={"customFieldItems": [
+        {"idCustomField": number["id"], "value": {"number": "3"}},
+        {"idCustomField": listed["id"], "idValue": option}]})
+    assert answered.status_code == 200
+    items = {i["idCustomField"]: i for i in http.get(f"/cards/{card_id}/customFieldItems").json()}
+    assert items[number["id"]]["value"] == {"number": "3"} and items[listed["id"]]["idValue"] == option
+    actions = http.get(f"/cards/{card_id}/actions", params={"filter": "updateCustomFieldItem"}).json()
+    assert {a["data"]["customField"]["id"] for a in actions[:2]} == {number["id"], listed["id"]}
+
+
 def test_new_custom_field_can_be_created_and_set(client, box, http):
     board = client.get_board(client.list_boards()[0].id)
     definition = board.add_custom_field_definition("Customer", "text")
