@@ -68,6 +68,7 @@ STORY_FIELDS = ("resource_subtype", "created_at", "old_dates.due_on", "new_dates
 CENSUS_FIELDS = ("num_subtasks", "parent.gid")
 DUE_DATE_CHANGED = "due_date_changed"
 LISTING_DONE = "end"
+VERSION_SEPARATOR = "|"  # a write's version: "<modified_at>|<field gid>,<field gid>"
 
 
 # -- pure helpers ---------------------------------------------------------------------------------------------
@@ -364,6 +365,10 @@ class AsanaConnector(Connector):
         self._pool: ThreadPoolExecutor | None = None
         self._walked: list[str] | None = None  # every gid of the last full walk, for the census after it
         self._fresh_tokens: dict[str, str] = {}
+        self._me: str | None = None
+        # Tasks with events that are pmsync's own custom-field writes, and tasks with any other event.
+        self._own_events: set[str] = set()
+        self._other_events: set[str] = set()
         # What write-back looked up, once per connector (a push builds its own connector); a push writes from
         # several threads, so lookups are made under one lock.
         self._lookups = threading.RLock()
@@ -518,12 +523,17 @@ class AsanaConnector(Connector):
                                                          "(subtasks are in none; for projects run `pmsync push --setup`)")
         body = {"data": {"custom_fields": values}}
         try:
-            self._call(f"writing pmsync's custom fields on task {write.native_id}",
-                       lambda: self.tasks_api.update_task(body, write.native_id, {"opt_fields": "gid"}, **self._kw()),
-                       missing_ok=True)
+            answer = self._call(
+                f"writing pmsync's custom fields on task {write.native_id}",
+                lambda: self.tasks_api.update_task(body, write.native_id, {"opt_fields": "gid,modified_at"},
+                                                   **self._kw()),
+                missing_ok=True)
         except _Missing:
             log.info("task %s is gone; its custom fields are not written", write.native_id)
-        return WriteResult(write.remote_ref)
+            return WriteResult(write.remote_ref)
+        modified_at = (answer.get("data") or {}).get("modified_at") if isinstance(answer, dict) else None
+        return WriteResult(write.remote_ref,
+                           version=own_version(modified_at, values) if isinstance(modified_at, str) else None)
 
     def _write_status_update(self, write: Write) -> WriteResult:
         """A new status update on the project (status updates are a timeline: each health change adds one)."""
@@ -683,6 +693,8 @@ class AsanaConnector(Connector):
         if state.offset != LISTING_DONE:
             for page, next_offset in self._listing_pages(project, since, state.offset, TASK_FIELDS):
                 tasks = [t for t in page if keep_all or t["gid"] in changed or self._fresh(t, state.committed)]
+                if not walk:
+                    tasks = self.without_own_edits(tasks, state.high)
                 if walk:
                     tasks += self._hidden_subtasks(page, keep_all, state.committed)
                 batch = self._batch(tasks, project, state.high)
@@ -692,7 +704,7 @@ class AsanaConnector(Connector):
                 batch.cursor = state.write()
                 yield batch
         missing = [gid for gid in changed if gid not in delivered]
-        batch = self._batch(self._tasks_by_gid(missing), project, state.high)
+        batch = self._batch(self.without_own_edits(self._tasks_by_gid(missing), state.high), project, state.high)
         state.tokens[project] = token
         if last:
             state.committed = state.committed.merged(state.high)
@@ -705,7 +717,8 @@ class AsanaConnector(Connector):
 
     def _project_events(self, project: str, state: PullCursor) -> tuple[bool, str, set[str]]:
         """(walk the whole project?, the sync token to commit when it is done, gids changed since the stored
-        token). A project walks when it has no usable token (first pull, or expired) or resumes such a walk."""
+        token). A project walks when it has no usable token (first pull, or expired) or resumes such a walk.
+        The tasks whose every event is pmsync's own custom-field write are noted in `self._own_only`."""
         if state.project == project and state.pending_token:
             return True, state.pending_token, set()
         stored = state.tokens.get(project)
@@ -720,10 +733,57 @@ class AsanaConnector(Connector):
             except _TokenExpired as expired:
                 log.info("events token of project %s expired; walking the project", project)
                 return True, expired.fresh, set()
-            changed.update(_changed_gids(body.get("data") or ()))
+            events = body.get("data") or ()
+            changed.update(_changed_gids(events))
+            self._sort_events(events)
             token = body.get("sync") or token
             if not body.get("has_more"):
                 return False, token, changed
+
+    # -- pmsync's own edits (the push echo) ------------------------------------------------------------------
+    def _sort_events(self, events: Iterable[dict[str, Any]]) -> None:
+        """Note, per task, whether an event is pmsync's own custom-field write or anything else."""
+        versions = self.own_edits.versions
+        if not versions:
+            return
+        for event in events:
+            gid = _event_task(event)
+            if gid is None:
+                continue
+            change = event.get("change") or {}
+            written = (change.get("new_value") or {}).get("gid") if isinstance(change.get("new_value"), dict) else None
+            own = (event.get("action") == "changed" and change.get("field") == "custom_fields"
+                   and (event.get("user") or {}).get("gid") == self._me_gid()
+                   and written is not None and any(written in fields for _, fields in
+                                                   map(read_own_version, versions.get(gid, ()))))
+            (self._own_events if own else self._other_events).add(gid)
+
+    def without_own_edits(self, tasks: list[dict[str, Any]], high: Watermark) -> list[dict[str, Any]]:
+        """The tasks someone other than pmsync changed: a task whose every event since the stored token is pmsync's
+        own custom-field write, and whose `modified_at` is the one pmsync's last write answered with, changed only
+        by pmsync (the push echo): it is left out, its stories not read, and the watermark moves past it."""
+        versions = self.own_edits.versions
+        if not versions:
+            return tasks
+        kept = []
+        for task in tasks:
+            gid = str(task.get("gid"))
+            echo = (gid in self._own_events and gid not in self._other_events
+                    and task.get("modified_at") in {at for at, _ in map(read_own_version, versions.get(gid, ()))})
+            if echo:
+                high.advance(gid, parse_time(task.get("modified_at")))
+                self.echoes_skipped += 1
+            else:
+                kept.append(task)
+        return kept
+
+    def _me_gid(self) -> str | None:
+        """The token's own user (one `users/me` read), whose events may be pmsync's own writes."""
+        if self._me is None:
+            body = self._call("reading the token's user", lambda: self.users_api.get_user(
+                "me", {"opt_fields": "gid"}, **self._kw()))
+            self._me = str((body.get("data") or {}).get("gid") or "")
+        return self._me or None
 
     def _fresh(self, task: dict[str, Any], committed: Watermark) -> bool:
         return not committed.covers(task["gid"], parse_time(task.get("modified_at")))
@@ -927,6 +987,28 @@ class _TokenExpired(Exception):
 
 class _Missing(Exception):
     pass
+
+
+def own_version(modified_at: str, field_gids: Iterable[str]) -> str:
+    """A custom-field write's version: the `modified_at` the write answered with, and the fields it set."""
+    return f"{modified_at}{VERSION_SEPARATOR}{','.join(sorted(field_gids))}"
+
+
+def read_own_version(version: str) -> tuple[str, frozenset[str]]:
+    """(modified_at, field gids) of a version written by `own_version`."""
+    modified_at, _, fields = version.partition(VERSION_SEPARATOR)
+    return modified_at, frozenset(gid for gid in fields.split(",") if gid)
+
+
+def _event_task(event: dict[str, Any]) -> str | None:
+    """The task an event is about: its resource, or a story's parent task."""
+    resource = event.get("resource") or {}
+    if resource.get("resource_type") == "task" and resource.get("gid"):
+        return str(resource["gid"])
+    parent = event.get("parent") or {}
+    if resource.get("resource_type") == "story" and parent.get("resource_type") == "task" and parent.get("gid"):
+        return str(parent["gid"])
+    return None
 
 
 def _changed_gids(events: Iterable[dict[str, Any]]) -> set[str]:

@@ -391,6 +391,8 @@ class AsanaState:
         self.added_links: set[tuple[int, int]] = set()
         self.removed_links: set[tuple[int, int]] = set()
         self.last_change: dict[int, tuple[float, str, Any]] = {}
+        # Every change a client made, per task: (instant, field, new value), oldest first, for the events feed.
+        self.changes: dict[int, list[tuple[float, str, Any]]] = {}
         # Rendered records that never change (users, project compacts, sections), shared read-only.
         self.cache: dict[tuple, dict[str, Any]] = {}
         self._index_children()
@@ -487,8 +489,10 @@ class AsanaState:
         return [k for k in sorted(found) if not self.p.tasks.deleted[k]]
 
     def record_change(self, i: int, field_name: str, value: Any) -> None:
-        """Note what a client changed last on a task, for the events feed."""
-        self.last_change[i] = (float(self.p.tasks.updated[i]), field_name, value)
+        """Note a change a client made to a task, for the events feed (one event per change, as Asana sends)."""
+        at = float(self.p.tasks.updated[i])
+        self.last_change[i] = (at, field_name, value)
+        self.changes.setdefault(i, []).append((at, field_name, value))
 
     def field_value(self, i: int, gid: str) -> Any:
         if gid == ESTIMATE_FIELD_GID:
@@ -950,8 +954,8 @@ def apply_task_changes(state: AsanaState, i: int, data: dict[str, Any]) -> None:
         state.set_field_value(i, str(gid), value)
         p.touch(i)
         changed.append(("custom_fields", {"gid": gid}))
-    if changed:
-        state.record_change(i, *changed[0])
+    for field_name, value in changed:
+        state.record_change(i, field_name, value)
 
 
 def create_task(state: AsanaState, data: dict[str, Any], parent: int = -1) -> int:
@@ -1320,7 +1324,7 @@ def events_response(state: AsanaState, request: Request) -> Response:
         next_token = state.signer.sync(resource, float(t.updated[chosen[-1]]), int(chosen[-1]))
     else:
         next_token = state.signer.sync(resource, since, last)
-    events = [event_record(state, int(i), since, resource) for i in chosen]
+    events = [event for i in chosen for event in task_events(state, int(i), since, resource)]
     return JSONBody({"data": events, "sync": next_token, "has_more": bool(len(changed) > MAX_EVENTS)})
 
 
@@ -1355,6 +1359,24 @@ def event_record(state: AsanaState, i: int, since: float, resource: int) -> dict
     event["action"] = "changed"
     event["change"] = latest_change(state, i, at)
     return event
+
+
+def task_events(state: AsanaState, i: int, since: float, resource: int) -> list[dict[str, Any]]:
+    """The events of task i after `since`: one per change a client made to a live, not newly added task (as Asana
+    sends one per change, each with its field), else the one event `event_record` derives."""
+    first = event_record(state, i, since, resource)
+    logged = [change for change in state.changes.get(i, ()) if change[0] > since]
+    if first["action"] != "changed" or not logged:
+        return [first]
+    # Due-date changes made on the portfolio itself (not through the API) are changes too.
+    seen = {at for at, field_name, _ in logged if field_name == "due_on"}
+    logged += [(due.at, "due_on", day_text(due.new_day)) for due in state.p.history_extra.get(i, ())
+               if due.at > since and due.at not in seen]
+    if float(state.p.tasks.updated[i]) > max(at for at, _, _ in logged):
+        logged.append((float(state.p.tasks.updated[i]), "modified_at", iso(float(state.p.tasks.updated[i]))))
+    return [{**first, "created_at": iso(at), "change": {"field": field_name, "action": "changed",
+                                                         "new_value": value}}
+            for at, field_name, value in sorted(logged, key=lambda change: change[0])]
 
 
 def latest_change(state: AsanaState, i: int, at: float) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from pathlib import Path
 
@@ -396,3 +397,27 @@ def test_history_is_a_minimal_ordered_chain_and_reapplying_is_a_no_op(
             one_at_a_time.apply_task_versions(pd.DataFrame([one]))
         pd.testing.assert_frame_equal(one_at_a_time.read("task_history"), once)
         one_at_a_time.close()
+
+
+def test_duckdb_warehouses_opened_and_closed_from_many_threads_never_conflict(tmp_path):
+    # pmsync syncs its connections in threads, each with its own warehouse connection: DuckDB refuses to attach a
+    # file while the last connection to it is closing ("Unique file handle conflict") unless that is serialized.
+    from warehouse.duckdb_backend import DuckDBWarehouse
+
+    path = tmp_path / "shared.duckdb"
+    DuckDBWarehouse(path).close()
+    errors: list[str] = []
+
+    def open_and_close() -> None:
+        for _ in range(100):
+            try:
+                DuckDBWarehouse(path).close()
+            except Exception as error:  # collected: the assertion below names them
+                errors.append(str(error))
+
+    threads = [threading.Thread(target=open_and_close) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

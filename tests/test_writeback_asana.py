@@ -233,3 +233,40 @@ def test_a_portfolio_item_is_found_again_without_its_ledger_row_and_recreated_wh
     recreated = connector().write(Write("portfolio.item", container, payload, payload, first.remote_ref))
     assert recreated.remote_ref != first.remote_ref
     assert [t["gid"] for t in portfolio_tasks(sdk(sandbox), container).values()] == [recreated.remote_ref]
+
+
+def test_the_sync_after_a_push_leaves_out_pmsyncs_own_edits_and_reads_everyone_elses(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    config = asana_config(sandbox, tmp_path)
+    warehouse = sync_and_schedule(config)
+    top = warehouse.read("tasks", "parent_uid IS NULL", columns=["native_id"])["native_id"].tolist()
+    warehouse.close()
+    api = asana.TasksApi(sdk(sandbox))
+    # Someone changes a task between the sync and the push: pmsync's write then lands on top of that change.
+    before_push = top[0]
+    api.update_task({"data": {"due_on": "2030-06-01"}}, before_push, {})
+    outcome = push(config, setup=True)
+    assert outcome.ok, (outcome.failures, outcome.results)
+    with open_config_warehouse(config) as warehouse:
+        ledger = warehouse.read("writeback_ledger", "target = 'asana.custom_fields' AND status = 'written'")
+    written = [uid.split(":", 1)[1] for uid in ledger["task_uid"]]
+    assert before_push in written
+    due_moved, renamed = [gid for gid in written if gid != before_push][:2]
+    api.update_task({"data": {"due_on": "2031-01-15"}}, due_moved, {})
+    api.update_task({"data": {"name": "Renamed by someone"}}, renamed, {})
+
+    stories = "GET /api/1.0/tasks/{gid}/stories"
+    emulator = sandbox.emulators["asana"]
+    before = emulator.stats.by_route[stories]
+    synced = run_sync(config, None)
+    assert synced.ok, synced.failures
+    result, = synced.results
+    assert result.mode == "incremental"
+    # Only the three tasks someone else changed are read again; the rest of the push echo is left out.
+    assert result.loaded == 3
+    assert emulator.stats.by_route[stories] - before == 3
+    with open_config_warehouse(config) as warehouse:
+        tasks = warehouse.read("tasks", columns=["native_id", "due_date", "title"]).set_index("native_id")
+    assert pd.Timestamp(tasks.loc[due_moved, "due_date"]).date().isoformat() == "2031-01-15"
+    assert pd.Timestamp(tasks.loc[before_push, "due_date"]).date().isoformat() == "2030-06-01"
+    assert tasks.loc[renamed, "title"] == "Renamed by someone"

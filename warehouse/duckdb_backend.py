@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -54,7 +56,7 @@ class DuckDBWarehouse(Warehouse):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._connection = duckdb.connect(self.path)
+            self._connection = _connect(self.path)
         except duckdb.Error as error:
             raise WarehouseError(
                 f"Cannot open the DuckDB warehouse {self.path} ({_first_line(error)}); "
@@ -102,7 +104,27 @@ class DuckDBWarehouse(Warehouse):
         """DuckDB lets one process write a file at a time, so migrations are already serialized."""
 
     def close(self) -> None:
-        self._connection.close()
+        with _ATTACHING:
+            self._connection.close()
+
+
+# DuckDB attaches a file once per process and shares it between the connections to it; a connection opened while
+# the last one to the same file is closing fails with "Unique file handle conflict". pmsync opens one connection per
+# connection it syncs, in threads, so opening and closing are serialized here, and that conflict is retried.
+_ATTACHING = threading.Lock()
+ATTACH_ATTEMPTS = 5
+
+
+def _connect(path: str) -> duckdb.DuckDBPyConnection:
+    for attempt in range(ATTACH_ATTEMPTS):
+        try:
+            with _ATTACHING:
+                return duckdb.connect(path)
+        except duckdb.Error as error:
+            if "Unique file handle conflict" not in str(error) or attempt == ATTACH_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _first_line(error: BaseException) -> str:
