@@ -217,7 +217,7 @@ def test_writes_failing_with_500_are_recorded_and_completed_by_the_next_push(box
     emulator.faults.remove(fault)
     push(config, warehouse, build_connector(connection))
     ledger = warehouse.read("writeback_ledger")
-    assert (ledger["status"] == "written").all()
+    assert (ledger["status"] == "written").all(), ledger.loc[ledger["status"] != "written", ["target", "task_uid", "error"]].to_dict("records")
     schedule = schedule_by_native_id(warehouse)
     cards = cards_by_id(sdk(box), connection.boards)
     assert all(cards[card_id]["items"].get("pmsync state") == state for card_id, state in schedule["state"].items())
