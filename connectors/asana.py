@@ -693,10 +693,12 @@ class AsanaConnector(Connector):
         if state.offset != LISTING_DONE:
             for page, next_offset in self._listing_pages(project, since, state.offset, TASK_FIELDS):
                 tasks = [t for t in page if keep_all or t["gid"] in changed or self._fresh(t, state.committed)]
-                if not walk:
-                    tasks = self.without_own_edits(tasks, state.high)
+                # Tasks left out as pmsync's own edits count as delivered: they need no read by gid below.
+                delivered.update(t["gid"] for t in tasks)
                 if walk:
                     tasks += self._hidden_subtasks(page, keep_all, state.committed)
+                else:
+                    tasks = self.without_own_edits(tasks, state.high)
                 batch = self._batch(tasks, project, state.high)
                 delivered.update(t["gid"] for t in tasks)
                 state.offset = next_offset or LISTING_DONE
