@@ -20,6 +20,7 @@ from warehouse.base import Warehouse
 
 TABLE = "writeback_ledger"
 WRITTEN, FAILED, SKIPPED = "written", "failed", "skipped"
+RECENT_PAYLOADS = 50
 
 
 def read_ledger(warehouse: Warehouse, connections: Iterable[str] | None = None) -> pd.DataFrame:
@@ -76,16 +77,20 @@ def own_edits(warehouse: Warehouse, connection: str) -> OwnEdits:
     """What pmsync last wrote into this connection's tool: the version markers its writes left per task, and the
     field ids it writes (from the payloads that name them), for the connector to recognise its own edits."""
     rows = warehouse.query(
-        f"SELECT target, task_uid, payload, version FROM {TABLE} WHERE connection = %s AND payload IS NOT NULL",
-        [connection])
+        f"SELECT task_uid, version FROM {TABLE} WHERE connection = %s AND version IS NOT NULL", [connection])
     versions: dict[str, set[str]] = {}
-    fields: set[str] = set()
     prefix = f"{connection}:"
-    for target, task_uid, payload, version in rows.itertuples(index=False):
+    for task_uid, version in rows.itertuples(index=False):
         if isinstance(version, str) and version and str(task_uid).startswith(prefix):
             versions.setdefault(str(task_uid)[len(prefix):], set()).add(version)
-        if target.endswith(".custom_fields") and payload:
-            data = orjson.loads(payload) if isinstance(payload, str | bytes) else payload
-            named = data.get("field_ids") if isinstance(data, dict) else None
-            fields.update(str(field_id) for field_id in (named or {}).values() if field_id)
+    # Every custom-field payload of a connection names the same field ids (they come from its configuration): the
+    # latest writes say which ones pmsync writes now, without reading a payload per task.
+    recent = warehouse.query(
+        f"SELECT payload FROM {TABLE} WHERE connection = %s AND target LIKE %s AND payload IS NOT NULL "
+        f"ORDER BY written_at DESC LIMIT {RECENT_PAYLOADS}", [connection, "%.custom_fields"])
+    fields: set[str] = set()
+    for payload in recent["payload"]:
+        data = orjson.loads(payload) if isinstance(payload, str | bytes) else payload
+        named = data.get("field_ids") if isinstance(data, dict) else None
+        fields.update(str(field_id) for field_id in (named or {}).values() if field_id)
     return OwnEdits({native_id: frozenset(found) for native_id, found in versions.items()}, frozenset(fields))
