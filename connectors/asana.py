@@ -720,7 +720,7 @@ class AsanaConnector(Connector):
     def _project_events(self, project: str, state: PullCursor) -> tuple[bool, str, set[str]]:
         """(walk the whole project?, the sync token to commit when it is done, gids changed since the stored
         token). A project walks when it has no usable token (first pull, or expired) or resumes such a walk.
-        The tasks whose every event is pmsync's own custom-field write are noted in `self._own_only`."""
+        Which tasks' events are pmsync's own custom-field writes is noted on the way (`_sort_events`)."""
         if state.project == project and state.pending_token:
             return True, state.pending_token, set()
         stored = state.tokens.get(project)
@@ -754,10 +754,16 @@ class AsanaConnector(Connector):
                 continue
             change = event.get("change") or {}
             written = (change.get("new_value") or {}).get("gid") if isinstance(change.get("new_value"), dict) else None
-            own = (event.get("action") == "changed" and change.get("field") == "custom_fields"
-                   and (event.get("user") or {}).get("gid") == self._me_gid()
-                   and written is not None and any(written in fields for _, fields in
-                                                   map(read_own_version, versions.get(gid, ()))))
+            by_me = (event.get("user") or {}).get("gid") == self._me_gid()
+            field_change = (event.get("action") == "changed" and change.get("field") == "custom_fields"
+                            and written is not None and any(written in fields for _, fields in
+                                                            map(read_own_version, versions.get(gid, ()))))
+            # Asana also adds a story ("changed Slip days to 3") for each custom-field change, by the same user.
+            field_story = (event.get("action") == "added"
+                           and (event.get("resource") or {}).get("resource_type") == "story"
+                           and str((event.get("resource") or {}).get("resource_subtype") or "").endswith(
+                               "_custom_field_changed"))
+            own = by_me and (field_change or field_story)
             (self._own_events if own else self._other_events).add(gid)
 
     def without_own_edits(self, tasks: list[dict[str, Any]], high: Watermark) -> list[dict[str, Any]]:
