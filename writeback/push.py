@@ -184,8 +184,7 @@ def _attempt(connector: Connector, row: dict[str, Any], breaker: _Breaker) -> tu
     if breaker.open:
         return None, f"not attempted after {MAX_CONSECUTIVE_FAILURES} failures in a row: {breaker.last_error}"
     write = Write(target=row["target"], native_id=row["native_id"], payload=row["payload"],
-                  previous=row["previous"] if isinstance(row["previous"], dict) else None,
-                  remote_ref=_present(row["remote_ref"]))
+                  previous=row["previous"], remote_ref=row["remote_ref"])
     try:
         written = connector.write(write)
     except Exception as exc:  # recorded and retried next push
@@ -194,11 +193,6 @@ def _attempt(connector: Connector, row: dict[str, Any], breaker: _Breaker) -> tu
         return None, error
     breaker.saw(None)
     return written or WriteResult(), None
-
-
-def _present(value: Any) -> str | None:
-    """A remote_ref as text, None where the plan holds none (a missing value must never look like an id)."""
-    return None if value is None or (isinstance(value, float) and value != value) else str(value)
 
 
 def _record(warehouse: Any, row: dict[str, Any], written: WriteResult | None, error: str | None,
@@ -216,7 +210,7 @@ def _record(warehouse: Any, row: dict[str, Any], written: WriteResult | None, er
         result.skipped += 1
         return
     record_written(warehouse, *key, payload=row["payload"], payload_hash=row["payload_hash"],
-                   remote_ref=written.remote_ref or _present(row["remote_ref"]), version=written.version)
+                   remote_ref=written.remote_ref or row["remote_ref"], version=written.version)
     if row["target"] == ARCHIVE:
         forget(warehouse, PORTFOLIO_ITEM, row["connection"], row["task_uid"])
     result.written += 1
