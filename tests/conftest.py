@@ -68,3 +68,16 @@ def warehouse(backend: Backend) -> Iterator[Warehouse]:
     opened = backend.open()
     yield opened
     opened.close()
+
+
+def incremental_sync(config, emulator, route: str):
+    """Sync a configuration's one connection incrementally; returns its SyncResult and how many `route` requests
+    the emulator served for it (the write-back tests' measure of what the sync read again)."""
+    from pmsync.run import run_sync
+
+    before = emulator.stats.by_route[route]
+    outcome = run_sync(config)
+    assert outcome.ok, outcome.failures
+    result, = outcome.results
+    assert result.mode == "incremental"
+    return result, emulator.stats.by_route[route] - before

@@ -12,6 +12,7 @@ from typing import Any
 import jira
 import pandas as pd
 import yaml
+from conftest import incremental_sync
 
 from pmsync.config import Config, load_config
 from pmsync.run import open_config_warehouse, run_sync
@@ -247,15 +248,11 @@ def test_the_sync_after_a_push_leaves_out_pmsyncs_own_edits_and_reads_everyone_e
                         relationship="is blocked by")
     sdk.issue(labelled).update(update={"labels": [{"add": "customer-facing"}]})
 
-    remote_reads = "GET /rest/api/{version}/issue/{issue}/remotelink"
-    before = sandbox.emulators["jira"].stats.by_route[remote_reads]
-    outcome = run_sync(config)
-    assert outcome.ok, outcome.failures
-    result, = outcome.results
-    assert result.mode == "incremental"
+    result, remote_reads = incremental_sync(config, sandbox.emulators["jira"],
+                                            "GET /rest/api/{version}/issue/{issue}/remotelink")
     # Only the three issues someone else changed are read again; the rest of the push echo is left out.
     assert result.loaded == 3
-    assert sandbox.emulators["jira"].stats.by_route[remote_reads] - before == 3
+    assert remote_reads == 3
     with open_config_warehouse(config) as warehouse:
         tasks = warehouse.read("tasks", columns=["native_id", "due_date", "labels"]).set_index("native_id")
         links = warehouse.read("dependencies", columns=["predecessor_uid", "successor_uid"])
