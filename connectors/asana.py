@@ -55,7 +55,10 @@ log = logging.getLogger("pmsync.connectors.asana")
 ASANA_API = "https://app.asana.com/api/1.0"
 PAGE = 100  # Asana's largest page
 OVERLAP = timedelta(minutes=5)
-WORKERS = 4
+# Reads in flight at once (stories, subtasks, task reads). Asana allows 50 concurrent GETs per token; 16 keeps
+# a page's 100 stories reads to about 7 round trips, so a pull is bound by the 1,500-a-minute budget, not by
+# latency. Writes go through the push's own pool (writeback.push.WRITE_WORKERS), under Asana's 15.
+WORKERS = 16
 TIMEOUT_S = (10.0, 60.0)  # connect, read
 # What the mapping reads (mappings/asana.yaml) plus what the connector reads itself.
 TASK_FIELDS = (
@@ -408,11 +411,16 @@ class AsanaConnector(Connector):
         # A full walk from the first project sees every task and subtask: the census after it needs no listing.
         walked: list[str] | None = [] if cursor is None else None
         self._walked = None
+        # Each project's events feed is a chain of pages (one sync token after another); the projects' chains are
+        # read side by side up front rather than one project after another.
+        events = {gid: self.pool().submit(
+            self._project_events, gid, state.pending_token if gid == state.project else "", dict(state.tokens))
+            for gid in self.projects[start:]}
         for k in range(start, len(self.projects)):
             gid = self.projects[k]
             if state.project != gid:
                 state.project, state.offset, state.pending_token = gid, "", ""
-            for batch in self._project_batches(gid, state, last=k == len(self.projects) - 1):
+            for batch in self._project_batches(gid, state, events[gid].result(), last=k == len(self.projects) - 1):
                 if first:
                     batch.projects, first = projects, False
                 if walked is not None:
@@ -685,8 +693,9 @@ class AsanaConnector(Connector):
         return self.workspace
 
     # -- a project's batches ----------------------------------------------------------------------------------
-    def _project_batches(self, project: str, state: PullCursor, last: bool) -> Iterator[Batch]:
-        walk, token, changed = self._project_events(project, state)
+    def _project_batches(self, project: str, state: PullCursor, events: tuple[bool, str, set[str]], last: bool,
+                         ) -> Iterator[Batch]:
+        walk, token, changed = events
         since = None if walk or state.committed.at is None else state.committed.at - self.overlap
         keep_all = walk and state.committed.at is None
         delivered: set[str] = set()
@@ -717,13 +726,15 @@ class AsanaConnector(Connector):
         batch.cursor = state.write()
         yield batch
 
-    def _project_events(self, project: str, state: PullCursor) -> tuple[bool, str, set[str]]:
+    def _project_events(self, project: str, pending_token: str, tokens: dict[str, str],
+                        ) -> tuple[bool, str, set[str]]:
         """(walk the whole project?, the sync token to commit when it is done, gids changed since the stored
-        token). A project walks when it has no usable token (first pull, or expired) or resumes such a walk.
-        Which tasks' events are pmsync's own custom-field writes is noted on the way (`_sort_events`)."""
-        if state.project == project and state.pending_token:
-            return True, state.pending_token, set()
-        stored = state.tokens.get(project)
+        token). A project walks when it has no usable token (first pull, or expired) or resumes such a walk
+        (`pending_token`, the cursor's for the project it stopped in). Which tasks' events are pmsync's own
+        custom-field writes is noted on the way (`_sort_events`). Safe to run for several projects at once."""
+        if pending_token:
+            return True, pending_token, set()
+        stored = tokens.get(project)
         noted = self._fresh_tokens.pop(project, None)  # has_changes found the stored token expired
         if not stored or noted:
             return True, noted or self._fresh_token(project), set()

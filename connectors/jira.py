@@ -9,8 +9,8 @@ Incremental pulls filter on `updated`. JQL compares minutes in the user's own ti
 written in that zone, rounded down to the minute and widened by an overlap window; what the window re-reads is
 dropped on (id, updated) against the cursor, which names the latest `updated` committed and the ids seen at it.
 
-Costs per pull: `myself` once per connector (the time zone), `project/{key}` per configured project, one search
-page per 100 issues, one `remotelink` request per pulled issue (Jira has no bulk read for remote links; adding or
+Costs per pull: `myself` once per connector (the time zone), `project/{key}` per configured project (read
+concurrently, alongside the first search page), one search page per 100 issues, one `remotelink` request per pulled issue (Jira has no bulk read for remote links; adding or
 removing one touches the issue's `updated`, so incremental pulls only ask for changed issues), and the
 `/changelog` pages of issues with more history than the 20 entries a search expands.
 """
@@ -317,6 +317,8 @@ class JiraConnector(Connector):
         mount_retrying(self.client._session, self.policy, self.stats, pacer=pacer, verify=verify)
         self._zone: ZoneInfo | None = None
         self._pool: ThreadPoolExecutor | None = None
+        # Issue ids of the last full pull that ran to its end: the census after it needs no second listing.
+        self._listed: list[str] | None = None
 
     @classmethod
     def from_config(cls, conn: JiraConnection) -> JiraConnector:
@@ -339,11 +341,15 @@ class JiraConnector(Connector):
         first batch also carries the configured projects."""
         committed = Watermark.from_cursor(cursor)
         since = committed.updated - self.overlap if committed.updated is not None else None
-        jql = pull_jql(self.projects, since, self.zone())
-        projects = self.project_records()
+        jql = pull_jql(self.projects, since, self.zone() if since is not None else ZoneInfo("UTC"))
+        projects = self.pool().submit(self.project_records)  # alongside the first search page
         run = RunFilter(committed, self.overlap)
+        self._listed = None
+        listed: list[str] | None = [] if cursor is None else None
         first = True
         for page in self._search_pages(jql, self.page_size, ",".join(self.fields), expand="changelog"):
+            if listed is not None:
+                listed.extend(str(issue["id"]) for issue in page if isinstance(issue, dict) and "id" in issue)
             fresh = run.fresh(page)
             if committed.updated is not None:
                 fresh = self.without_own_edits(fresh, committed.updated)
@@ -351,9 +357,12 @@ class JiraConnector(Connector):
                 batch = self.page_batch(fresh)
                 batch.cursor = run.position.to_cursor() or cursor
                 if first:
-                    batch.projects = projects
+                    batch.projects = projects.result()
                 first = False
                 yield batch
+        # A full pull lists every issue of the projects (ordered by `updated`, an issue changed meanwhile moves
+        # later and is read there), so its ids are the census; one deleted during the pull is seen next time.
+        self._listed = listed
 
     def without_own_edits(self, issues: list[dict[str, Any]], since: datetime) -> list[dict[str, Any]]:
         """The issues changed by someone other than pmsync since `since`: those whose only changes are pmsync's
@@ -366,7 +375,11 @@ class JiraConnector(Connector):
         return kept
 
     def census(self) -> Iterator[str]:
-        """Every issue id of the configured projects, from the id-only search (up to 5000 per request)."""
+        """Every issue id of the configured projects: those a full pull just listed, else from the id-only search
+        (up to 5000 per request)."""
+        if self._listed is not None:
+            yield from self._listed
+            return
         for page in self._search_pages(census_jql(self.projects), CENSUS_PAGE, "id"):
             for issue in page:
                 yield str(issue["id"])
@@ -491,12 +504,15 @@ class JiraConnector(Connector):
 
     def project_records(self) -> list[ProjectRecord]:
         """The configured projects as Jira names them (one `project/{key}` request each)."""
-        records = []
-        for key in self.projects:
+        def record(key: str) -> ProjectRecord:
             project = self._get(f"project/{key}", None, f"reading project {key}")
-            records.append(ProjectRecord(native_id=project["key"], name=project.get("name") or key,
-                                         url=f"{self.url}/browse/{project['key']}"))
-        return records
+            return ProjectRecord(native_id=project["key"], name=project.get("name") or key,
+                                 url=f"{self.url}/browse/{project['key']}")
+
+        if len(self.projects) == 1:
+            return [record(self.projects[0])]
+        with ThreadPoolExecutor(min(REMOTE_LINK_WORKERS, len(self.projects))) as lookups:
+            return list(lookups.map(record, self.projects))
 
     def page_batch(self, issues: list[dict[str, Any]]) -> Batch:
         """A page of issues with their complete due-date history, their links (native and remote) and

@@ -116,6 +116,10 @@ class Stats:
     faults: int = 0
     by_route: Counter = field(default_factory=Counter)
     writes_by_route: Counter = field(default_factory=Counter)
+    # Requests being answered at once (past authentication and the rate limit, latency included), and the most
+    # seen at once since the last reset: shows whether a client overlaps its requests.
+    in_flight: int = 0
+    peak_in_flight: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -247,12 +251,17 @@ class Emulator:
                 stats.rate_limited += 1
                 await self._respond(scope, receive, send, self.profile.too_many_requests(retry_after))
                 return
-        if self.settings.latency_s:
-            await asyncio.sleep(self.settings.latency_s)
-        fault = next((f for f in self.faults if f.matches(method, path) and f.should_fire()), None)
-        if fault is not None:
-            stats.faults += 1
-        await self._serve(scope, receive, send, fault, extra_headers, write)
+        stats.in_flight += 1
+        stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+        try:
+            if self.settings.latency_s:
+                await asyncio.sleep(self.settings.latency_s)
+            fault = next((f for f in self.faults if f.matches(method, path) and f.should_fire()), None)
+            if fault is not None:
+                stats.faults += 1
+            await self._serve(scope, receive, send, fault, extra_headers, write)
+        finally:
+            stats.in_flight -= 1
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, fault: Fault | None, extra: dict[str, str], write: bool

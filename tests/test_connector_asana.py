@@ -289,6 +289,22 @@ def test_incremental_pull_asks_for_modified_since_the_cursor_minus_five_minutes(
     assert all("modified_since" not in parse_qs(r.query) for r in listings[:2])
 
 
+def test_an_incremental_pull_reads_the_projects_events_side_by_side(box, connect) -> None:
+    projects = len(box.portfolio.projects_of(ASANA))
+    assert projects >= 2
+    emulator = box.emulators["asana"]
+    connector = connect(box)
+    cursor = list(connector.pull(None))[-1].cursor
+    emulator.settings.latency_s = 0.2  # long enough that requests sent together are seen together
+    box.call(emulator.reset_stats)
+    assert pulled_gids(list(connector.pull(cursor))) == []
+    stats = box.call(lambda: emulator.stats)
+    # Nothing changed: one events page per project, then the projects' listings one after another. Only the events
+    # reads can overlap, and they all do.
+    assert stats.by_route["GET /api/1.0/events"] == projects
+    assert stats.peak_in_flight == projects
+
+
 def test_deleted_tasks_get_deleted_at_and_nothing_else_changes(box, warehouse) -> None:
     p, t = box.portfolio, box.portfolio.tasks
     sync(box, warehouse, full=True)

@@ -199,8 +199,9 @@ def test_full_pull_costs_pages_plus_one_remote_link_read_per_issue(shared_box: S
     issues = len(jira_tasks(shared_box))
     pages = -(-issues // 100)
     projects = len(shared_box.portfolio.projects_of(JIRA))
-    # myself (time zone) + each project + the search pages + one remotelink read per issue.
-    assert stats["requests"] == 1 + projects + pages + issues
+    # Each project + the search pages + one remotelink read per issue; a full pull's JQL has no date, so it
+    # needs no time zone (`myself`).
+    assert stats["requests"] == projects + pages + issues
     assert len(batches) == pages
 
 
@@ -323,6 +324,23 @@ def test_census_lists_every_issue_and_misses_a_deleted_one(box: Sandbox, connect
     gone = jira_tasks(box)[10]
     box.call(p.delete, gone)
     assert set(connector.census()) == every - {native_id(p, gone)}
+
+
+def test_census_after_a_full_pull_reuses_its_listing_and_after_an_incremental_one_searches(box: Sandbox,
+                                                                                           connect) -> None:
+    p = box.portfolio
+    every = {native_id(p, i) for i in jira_tasks(box)}
+    connector = connect(box)
+    pulled = {str(record["id"]) for batch in connector.pull(None) for record in batch.records}
+    searches = search_requests(box)
+    assert set(connector.census()) == pulled == every
+    assert search_requests(box) == searches  # no id search: the full pull listed them all
+    gone = jira_tasks(box)[10]
+    box.call(p.delete, gone)
+    list(connector.pull({"updated": "2026-11-21T19:30:10.578000+00:00", "ids_at_updated": "10071"}))
+    searches = search_requests(box)
+    assert set(connector.census()) == every - {native_id(p, gone)}
+    assert search_requests(box) == searches + 1
 
 
 # -- throttling, faults and failures --------------------------------------------------------------------------
