@@ -564,19 +564,33 @@ class JiraConnector(Connector):
     def _search_pages(
         self, jql: str, max_results: int, fields: str, expand: str | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
-        """The issues of a JQL search, one page at a time, following `nextPageToken`."""
-        token: str | None = None
-        while True:
+        """The issues of a JQL search, one page at a time, following `nextPageToken`. The next page is asked for
+        as soon as a page arrives, so it travels while the caller works on this one (its remote links, the load);
+        at most one page is held ahead."""
+
+        def fetch(token: str | None) -> dict[str, Any]:
             params: dict[str, Any] = {"jql": jql, "fields": fields, "maxResults": max_results}
             if expand:
                 params["expand"] = expand
             if token:
                 params["nextPageToken"] = token
-            page = self._get("search/jql", params, "the issue search")
-            yield page.get("issues") or []
-            token = page.get("nextPageToken")
-            if not token or page.get("isLast"):
-                return
+            return self._get("search/jql", params, "the issue search")
+
+        with ThreadPoolExecutor(1, thread_name_prefix=f"jira-{self.name}-search") as ahead:
+            page = fetch(None)
+            while True:
+                token = page.get("nextPageToken")
+                last = not token or page.get("isLast")
+                following = None if last else ahead.submit(fetch, token)
+                try:
+                    yield page.get("issues") or []
+                except GeneratorExit:
+                    if following is not None:
+                        following.cancel()
+                    raise
+                if following is None:
+                    return
+                page = following.result()
 
     def _get(self, path: str, params: dict[str, Any] | None, doing: str) -> Any:
         """GET a REST resource as JSON; every failure becomes one sentence naming the site, never a secret."""

@@ -16,7 +16,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from connectors.base import Batch
-from connectors.jira import JiraConnector, Watermark, census_jql, pull_jql, requested_fields
+from connectors.jira import (
+    REMOTE_LINK_WORKERS,
+    JiraConnector,
+    Watermark,
+    census_jql,
+    pull_jql,
+    requested_fields,
+)
 from mappings.mapping import load_mapping
 from mappings.normalize import normalize_tasks
 from pmsync.config import JiraConnection
@@ -324,6 +331,18 @@ def test_census_lists_every_issue_and_misses_a_deleted_one(box: Sandbox, connect
     gone = jira_tasks(box)[10]
     box.call(p.delete, gone)
     assert set(connector.census()) == every - {native_id(p, gone)}
+
+
+def test_the_next_search_page_travels_while_the_remote_links_of_this_one_are_read(box: Sandbox, connect) -> None:
+    assert len(jira_tasks(box)) > 100  # at least two search pages
+    emulator = box.emulators["jira"]
+    connector = connect(box)
+    emulator.settings.latency_s = 0.2  # long enough that requests sent together are seen together
+    box.call(emulator.reset_stats)
+    pulled = [record for batch in connector.pull(None) for record in batch.records]
+    assert len(pulled) == len(jira_tasks(box))
+    # The remote-link reads of the first page (REMOTE_LINK_WORKERS at a time) and the second page's search.
+    assert box.call(lambda: emulator.stats.peak_in_flight) == REMOTE_LINK_WORKERS + 1
 
 
 def test_census_after_a_full_pull_reuses_its_listing_and_after_an_incremental_one_searches(box: Sandbox,
