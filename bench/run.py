@@ -94,14 +94,16 @@ class Sandbox:
             self.process.kill()
 
 
-def start_sandbox(size: int, as_of: date, folder: Path) -> Sandbox:
-    """`pmsync sandbox` with 50 ms latency and the vendors' rate limits, once it has written its configuration."""
+def start_sandbox(size: int, as_of: date, folder: Path, latency_ms: float = LATENCY_MS,
+                  rate_limits: bool = True) -> Sandbox:
+    """`pmsync sandbox` (by default with 50 ms latency and the vendors' rate limits), once it has written its
+    configuration."""
     config_path = folder / "pmsync.yaml"
     log = (folder / "sandbox.log").open("w")
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("pmsync")), "sandbox", "--size", str(size), "--seed", str(SEED),
-         "--as-of", as_of.isoformat(), "--port", "0", "--latency-ms", str(LATENCY_MS),
-         "--write-config", str(config_path)],
+         "--as-of", as_of.isoformat(), "--port", "0", "--latency-ms", str(latency_ms),
+         "--write-config", str(config_path), *([] if rate_limits else ["--no-rate-limits"])],
         stdout=log, stderr=subprocess.STDOUT, cwd=folder,
     )
     deadline = time.monotonic() + 900

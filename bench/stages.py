@@ -3,8 +3,10 @@
 `python bench/stages.py full --config PATH --out JSON --spool DIR`: a full sync (every raw page handed to
 `load_batch` is timed and spooled to DIR), the schedule, then two pushes. `incremental`: an incremental sync, the
 schedule, the push plan and a push. `replay --spool DIR --out JSON`: normalize and load the spooled pages into a
-fresh DuckDB file, timed alone, with a profile of where that time goes. Each mode writes its figures as JSON,
-the process's peak resident memory (VmHWM) included. The orchestrator is bench/run.py.
+fresh DuckDB file, timed alone, with a profile of where that time goes. `memory --config PATH --out JSON`: a full
+sync, the schedule and the push plan, for peak memory at sizes where the timed run would take hours
+(bench/bench_memory.py). Each mode writes its figures as JSON, the process's peak resident memory (VmHWM)
+included. The orchestrator is bench/run.py.
 """
 from __future__ import annotations
 
@@ -184,6 +186,20 @@ def run_incremental(config: Config) -> dict[str, Any]:
     return figures
 
 
+def run_memory(config: Config) -> dict[str, Any]:
+    """Everything pmsync keeps in memory for a portfolio, in one process: a full sync, the schedule and the push
+    plan (`pmsync push --dry-run`: the plan is the push's large structure; its writes then go one at a time)."""
+    figures: dict[str, Any] = {"sync": timed_sync(config, full=True)}
+    figures["sync"]["peak_rss_mb"] = peak_rss_mb()
+    figures["schedule"] = timed_schedule(config)
+    figures["schedule"]["peak_rss_mb"] = peak_rss_mb()
+    if push_available():
+        started = time.perf_counter()
+        figures["push_plan"] = {"planned": planned_push(config), "seconds": time.perf_counter() - started,
+                                "peak_rss_mb": peak_rss_mb()}
+    return figures
+
+
 def read_spool(spool: Path) -> list[tuple]:
     batches = []
     with (spool / "batches.pickle").open("rb") as file:
@@ -268,7 +284,7 @@ def run_replay(spool: Path, profile_out: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("full", "incremental", "replay"))
+    parser.add_argument("mode", choices=("full", "incremental", "replay", "memory"))
     parser.add_argument("--config", type=Path)
     parser.add_argument("--spool", type=Path)
     parser.add_argument("--profile", type=Path)
@@ -276,6 +292,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.mode == "replay":
         figures = run_replay(args.spool, args.profile)
+    elif args.mode == "memory":
+        figures = run_memory(load_config(args.config))
     else:
         config = load_config(args.config)
         figures = run_full(config, args.spool) if args.mode == "full" else run_incremental(config)
