@@ -9,7 +9,8 @@ itself nor keeps an offset: the offset is ours, one page of 100 at a time, and g
 What Asana hides and how it is found:
 - Subtasks belong to no project, so no project listing shows them. A full pull walks `/tasks/{gid}/subtasks` of
   every listed task with `num_subtasks > 0` (recursively); subtasks that are project members anyway (an epic's
-  stories) are skipped there, the listing delivers them. A subtask's project is its top-level parent's.
+  stories) are skipped there, the listing delivers them. A subtask's project is its top-level parent's. With the
+  connection's `subtasks: false` no subtask is read: only what the projects list.
 - `modified_since` listings miss subtasks, and Asana does not touch a parent when a subtask changes. The events
   API per project does report them, so an incremental pull reads the project's events from the stored sync token
   first, and fetches the changed tasks the listing did not deliver one by one (`GET /tasks/{gid}`). The same
@@ -340,10 +341,12 @@ class AsanaConnector(Connector):
         policy: RetryPolicy | None = None,
         overlap: timedelta = OVERLAP,
         sleep: Callable[[float], None] = time.sleep,
+        subtasks: bool = True,
     ) -> None:
         super().__init__(name)
         self.base_url = base_url.rstrip("/")
         self.projects = list(projects)
+        self.subtasks = subtasks  # False: only what the projects list (subtasks no project lists are left out)
         self.workspace = workspace
         self.overlap = overlap
         self.policy = policy or RetryPolicy()
@@ -390,7 +393,7 @@ class AsanaConnector(Connector):
             max_delay_s=limits.max_wait_seconds or defaults.max_delay_s,
         )
         return cls(conn.name, conn.auth.token.get_secret_value(), conn.projects, base_url=conn.api_url,
-                   workspace=conn.workspace, verify=conn.tls_verify, policy=policy)
+                   workspace=conn.workspace, verify=conn.tls_verify, policy=policy, subtasks=conn.subtasks)
 
     # -- the Connector interface ------------------------------------------------------------------------------
     def check(self) -> None:
@@ -448,6 +451,8 @@ class AsanaConnector(Connector):
                     if (task.get("num_subtasks") or 0) > 0:
                         expected[task["gid"]] = task["num_subtasks"]
         hidden = [gid for gid, count in expected.items() if listed_children.get(gid, 0) < count]
+        if not self.subtasks:
+            return
         listed = set(listed_children)  # parents only: the subtasks below are found by walking
         while hidden:
             deeper = []
@@ -704,7 +709,7 @@ class AsanaConnector(Connector):
                 tasks = [t for t in page if keep_all or t["gid"] in changed or self._fresh(t, state.committed)]
                 # Tasks left out as pmsync's own edits count as delivered: they need no read by gid below.
                 delivered.update(t["gid"] for t in tasks)
-                if walk:
+                if walk and self.subtasks:
                     tasks += self._hidden_subtasks(page, keep_all, state.committed)
                 else:
                     tasks = self.without_own_edits(tasks, state.high)
@@ -714,8 +719,10 @@ class AsanaConnector(Connector):
                 state.pending_token = token if walk else ""
                 batch.cursor = state.write()
                 yield batch
-        missing = [gid for gid in changed if gid not in delivered]
-        batch = self._batch(self.without_own_edits(self._tasks_by_gid(missing), state.high), project, state.high)
+        missing = self._tasks_by_gid([gid for gid in changed if gid not in delivered])
+        if not self.subtasks:  # a changed task no project lists is a hidden subtask
+            missing = [task for task in missing if is_project_member(task, set(self.projects))]
+        batch = self._batch(self.without_own_edits(missing, state.high), project, state.high)
         state.tokens[project] = token
         if last:
             state.committed = state.committed.merged(state.high)

@@ -221,6 +221,9 @@ class AsanaConnection(_ApiConnection):
     auth: AsanaAuth
     workspace: str = Field(min_length=1)
     projects: list[str] = Field(min_length=1)
+    # Subtasks belong to no project: reading them costs one request per task that has any, plus their stories.
+    # Turn off where a team's subtasks are checklist items rather than scheduled work.
+    subtasks: bool = True
 
 
 class TrelloAuth(_Section):

@@ -196,6 +196,35 @@ def test_full_pull_costs_listing_pages_subtask_walks_and_one_stories_read_per_ta
     assert set(final.tokens) == {ids.asana_project_gid(pr.index) for pr in shared_box.portfolio.projects_of(ASANA)}
 
 
+def test_with_subtasks_off_only_what_the_projects_list_is_read_and_kept(box, warehouse) -> None:
+    p, t = box.portfolio, box.portfolio.tasks
+    listed = [i for i in asana_tasks(box) if t.kind[i] != SUBTASK]
+    subtasks = [i for i in asana_tasks(box) if t.kind[i] == SUBTASK]
+    assert subtasks and listed
+
+    def sync_without_subtasks(full: bool = False) -> Any:
+        connector = AsanaConnector.from_config(connection(box, subtasks=False))
+        try:
+            return sync_connection(connector, load_mapping("asana"), warehouse, full=full)
+        finally:
+            connector.close()
+
+    first = sync_without_subtasks(full=True)
+    projects = len(p.projects_of(ASANA))
+    pages = sum(-(-len(p.task_indexes(ASANA, pr.index)) // 100) for pr in p.projects_of(ASANA))
+    # per project the project read, the events token and the listing pages; one stories read per listed task.
+    assert first.requests == 2 * projects + pages + len(listed)
+    stored = set(warehouse.read("tasks")["task_uid"])
+    assert stored == {task_uid(p, i) for i in listed}
+
+    for i in subtasks[:2] + listed[5:7]:
+        box.call(p.set_due, i, int(t.due[i]) + 3 if t.due[i] != NO_DAY else 20_700)
+    second = sync_without_subtasks()
+    assert second.mode == "incremental" and second.loaded == 2 and second.deleted == 0
+    assert set(warehouse.read("tasks")["task_uid"]) == stored
+    assert warehouse.read("tasks").set_index("task_uid")["deleted_at"].isna().all()
+
+
 def test_raw_records_keep_asanas_shape_plus_the_pmsync_context(full_pull) -> None:
     batches, _ = full_pull
     record = batches[0].records[0]

@@ -235,25 +235,32 @@ def measure_tap(peer: Peer, box: ServedSandbox, proxy: PeerProxy, bundle: Path, 
 
 
 # -- pmsync's side ------------------------------------------------------------------------------------------------
-def pmsync_config(box: ServedSandbox, peer: Peer, work: Path) -> Path:
-    """The sandbox's pmsync.yaml with just the tool's connection and a fresh DuckDB in `work`."""
-    config = dict(box.config, warehouse=f"duckdb:///{work / f'pmsync-{peer.tool}.duckdb'}", links=[])
+# What pmsync reads by default beyond what the tap can read, switched off for the comparison on the same data (and
+# measured on its own as "pmsync, all it reads"): Jira remote links (one request per issue), Asana subtasks that no
+# project lists (one listing per task with subtasks, and their stories).
+BEYOND_THE_TAP = {"jira": {"remote_links": False}, "asana": {"subtasks": False}}
+
+
+def pmsync_config(box: ServedSandbox, peer: Peer, work: Path, same_data: bool = True) -> Path:
+    """The sandbox's pmsync.yaml with just the tool's connection and a fresh DuckDB in `work`; with `same_data`,
+    without what pmsync reads beyond the tap (BEYOND_THE_TAP)."""
+    suffix = "" if same_data else "-all"
+    config = dict(box.config, warehouse=f"duckdb:///{work / f'pmsync-{peer.tool}{suffix}.duckdb'}", links=[])
     connection = dict(box.connection(peer.connection))
-    if peer.tool == "jira":
-        # tap-jira reads no remote links; for the same data pmsync does not either (its cost is reported apart).
-        connection["remote_links"] = False
+    if same_data:
+        connection.update(BEYOND_THE_TAP.get(peer.tool, {}))
     config["connections"] = [connection]
-    path = work / f"pmsync-{peer.tool}.yaml"
+    path = work / f"pmsync-{peer.tool}{suffix}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
-def measure_pmsync(peer: Peer, box: ServedSandbox, work: Path) -> Measurement:
+def measure_pmsync(peer: Peer, box: ServedSandbox, work: Path, same_data: bool = True) -> Measurement:
     """pmsync's full pull of the tool's connection, into DuckDB, timed in-process."""
     from pmsync.config import load_config
     from pmsync.run import run_sync
 
-    config = load_config(pmsync_config(box, peer, work))
+    config = load_config(pmsync_config(box, peer, work, same_data))
     box.reset_stats(peer.tool)
     started = time.perf_counter()
     outcome = run_sync(config, names=[peer.connection])
@@ -292,8 +299,9 @@ def figures(tool: str, ours: Measurement, theirs: Measurement) -> list[dict[str,
     ]
 
 
-def table(tool: str, ours: Measurement, theirs: Measurement) -> str:
-    """A markdown table for one tool, with what each side pulled and any failure."""
+def table(tool: str, ours: Measurement, theirs: Measurement, ours_all: Measurement | None = None) -> str:
+    """A markdown table for one tool, with what each side pulled and any failure; `ours_all` is pmsync reading
+    everything it reads by default (more than the tap), shown apart."""
     tap = PEERS[tool].tap
     rows = figures(tool, ours, theirs)
     wall, requests = rows[4], rows[5]
@@ -311,6 +319,12 @@ def table(tool: str, ours: Measurement, theirs: Measurement) -> str:
         f"pmsync pulled {ours.records.get('tasks', 0)} tasks; {tap} emitted "
         + (", ".join(f"{n} {s}" for s, n in sorted(theirs.records.items())) or "no records") + ".",
     ]
+    if ours_all is not None:
+        beyond = ", ".join(f"`{key}: true`" for key in BEYOND_THE_TAP[tool])
+        lines.append(
+            f"\nThe comparison above is on the same data: pmsync without what the tap cannot read ({beyond} off). "
+            f"With it, as pmsync runs by default: {ours_all.wall_s:.2f} s ({ratio(ours_all.wall_s, theirs.wall_s)} "
+            f"of the tap's), {ours_all.requests} requests, {ours_all.records.get('tasks', 0)} tasks.")
     for side, m in (("pmsync", ours), (tap, theirs)):
         if m.error:
             lines.append(f"\n{side} failed: `{m.error.strip().splitlines()[-1][:300]}`")
@@ -365,11 +379,17 @@ def run_pairs(tools: list[str], box: ServedSandbox, work: Path) -> tuple[list[di
         for tool in tools:
             peer = PEERS[tool]
             ours = measure_pmsync(peer, box, work)
+            ours_all = measure_pmsync(peer, box, work, same_data=False) if tool in BEYOND_THE_TAP else None
             theirs = measure_tap(peer, box, proxy, bundle, work)
-            if ours.error or theirs.error:
+            if ours.error or theirs.error or (ours_all is not None and ours_all.error):
                 failed.append(tool)
             rows += figures(tool, ours, theirs)
-            sections.append(table(tool, ours, theirs))
+            if ours_all is not None:
+                rows.append({"name": f"peers {tool}: pmsync wall time, all it reads by default",
+                             "value": round(ours_all.wall_s, 2), "unit": "s", "target": None, "met": None})
+                rows.append({"name": f"peers {tool}: pmsync requests, all it reads by default",
+                             "value": ours_all.requests, "unit": "requests", "target": None, "met": None})
+            sections.append(table(tool, ours, theirs, ours_all))
             print(sections[-1], "\n", flush=True)
             print(f"  pmsync routes: {ours.by_route}\n  {peer.tap} routes: {theirs.by_route}\n", flush=True)
     return rows, sections, failed
