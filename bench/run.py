@@ -59,10 +59,10 @@ ANALYSIS_END = "<!-- end of analysis -->"
 
 def connector_concurrency() -> dict[str, int]:
     """How many requests each connector has in flight at once (its own worker constants)."""
-    from connectors import asana, jira, trello
+    from connectors import asana, jira, planner, trello
 
     return {"eng-jira": jira.REMOTE_LINK_WORKERS, "mkt-asana": asana.WORKERS, "ops-trello": trello.CARD_WORKERS,
-            "pmo-planner": 1, "pmo-files": 1}
+            "pmo-planner": planner.WORKERS, "pmo-files": 1}
 
 
 @dataclass

@@ -21,6 +21,16 @@ of emitted tasks not yet resolved by this connector. The census reuses the ids o
 it costs nothing after a pull. Task details (description, checklist, references) are one request per task and
 are not read: references that point at another tool's task are therefore not turned into links.
 
+Concurrency changes when those requests are made, never which: a pull's reads run as coroutines on the session's
+own loop, at most WORKERS in flight and TOKEN_BUDGET per window (Graph throttles per token; a 429 is a request
+spent). The configured plans and groups are read at once; PLANS_AHEAD plans are listed at once, each plan's
+pages still one after the other (chained by `@odata.nextLink`) and at most PAGES_AHEAD ahead of the batch being
+yielded, so memory stays bounded; as a page arrives, its plan's buckets and the unknown assignees of the tasks it
+will emit are read alongside. Batches still come plan by plan and page by page, and only the pull's own thread
+commits a page's digests to the cursor, when it makes that page's batch: a batch's cursor never claims a task read
+ahead. The loop runs only while the pull waits for a page; what is in flight when a pull stops early is cancelled.
+The census (without a pull before it) and `has_changes` list the plans the same way.
+
 Write-back (`write`, `setup_writeback`): two of the plan's 25 category slots are named "pmsync: late" and
 "pmsync: at risk" (category20 and category21 unless taken) and applied or cleared on each task; the task details'
 description gets a pmsync block between BLOCK_START and BLOCK_END lines, the rest of the description left as the
@@ -39,13 +49,19 @@ task's ETag too (`hasDescription`), without telling pmsync the new ETag: such ta
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from connectors.base import Batch, Connector, PersonRecord, ProjectRecord, Write, WriteResult
 from connectors.graph import GraphNotFound, GraphPreconditionFailed, GraphSession, RequestBuilder
@@ -71,6 +87,11 @@ BLOCK_END = "— end pmsync —"
 ARCHIVED_PREFIX = "[archived] "
 SOURCE_LABEL = "Source"
 STALE_RETRIES = 2
+
+WORKERS = 8  # a pull's reads in flight at once (the plans' listings, buckets and users together)
+PLANS_AHEAD = WORKERS  # plans listed at once: the one being yielded and the next ones
+PAGES_AHEAD = 2  # pages of a plan read ahead of the batch being yielded (memory stays bounded)
+TOKEN_BUDGET = (540, 10.0)  # reads per seconds: under Graph's 600 / 10 s per token, leaving room for others
 
 
 # -- pure helpers ---------------------------------------------------------------------------------------------
@@ -301,6 +322,164 @@ class PlanCursor:
         self.plans = {plan: digests for plan, digests in self.plans.items() if plan in wanted}
 
 
+# -- reading ahead --------------------------------------------------------------------------------------------
+
+@dataclass
+class PlanPage:
+    """One page of a plan's task listing, and whether it is the plan's last (it came without `@odata.nextLink`)."""
+
+    tasks: list[dict[str, Any]]
+    final: bool
+
+
+class WindowBudget:
+    """At most `limit` reads in any `window_s` seconds, awaited on the session's loop: concurrent reads would
+    otherwise overrun Graph's per-token budget and pay for it in 429s, i.e. in requests spent for nothing."""
+
+    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = max(1, limit)
+        self.window_s = window_s
+        self.clock = clock
+        self.sent: deque[float] = deque()
+
+    async def take(self) -> None:
+        """Wait for a slot and spend it (one loop: nothing runs between the check and the spend)."""
+        while True:
+            now = self.clock()
+            while self.sent and now - self.sent[0] >= self.window_s:
+                self.sent.popleft()
+            if len(self.sent) < self.limit:
+                self.sent.append(now)
+                return
+            await asyncio.sleep(self.sent[0] + self.window_s - now)
+
+
+async def gather_in_order(awaitables: Iterable[Awaitable[Any]]) -> list[Any]:
+    """Await all at once and return their results in order. The first failure in order is raised, once all have
+    ended: nothing is left running on the loop, and which sentence the user reads does not depend on timing."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
+class PlanListing:
+    """The task pages of some plans, read ahead on the session's loop and handed over in plan order.
+
+    Up to PLANS_AHEAD plans are listed at once (the one being handed over and the next ones), each at most
+    PAGES_AHEAD pages ahead: a plan's pages chain by `@odata.nextLink` so they stay sequential, but different
+    plans' overlap. The loop runs only inside `session.run`, i.e. while the caller waits for a page; reads in
+    flight meanwhile wait on the wire. With `committed` (a pull), as soon as a page arrives the plan's buckets and
+    the unknown assignees of the tasks the page will emit are read too, so that handing it over costs nothing
+    more. A failure is handed over in its place, after everything before it; `close()` cancels what is in flight.
+    """
+
+    def __init__(self, connector: PlannerConnector, plan_ids: list[str], committed: PlanCursor | None = None) -> None:
+        self.connector = connector
+        self.plan_ids = plan_ids
+        self.committed = committed
+        self._queues: dict[int, asyncio.Queue[Any]] = {}
+        self._started = 0
+        self._running: set[asyncio.Task[Any]] = set()
+        self._buckets: dict[str, asyncio.Task[dict[str, str]]] = {}
+        self._users: dict[str, asyncio.Task[PersonRecord]] = {}
+
+    def pages(self, n: int) -> Iterator[PlanPage]:
+        """The pages of the n-th plan, in Graph's order."""
+        while True:
+            page = self.connector.session.run(self._next_page(n))
+            yield page
+            if page.final:
+                self._queues.pop(n, None)
+                self._buckets.pop(self.plan_ids[n], None)
+                return
+
+    def buckets(self, plan_id: str) -> dict[str, str]:
+        """{bucket id: name} of a plan, read once per listing (normally ahead, with the plan's first page)."""
+        return self.connector.session.run(self._bucket_names(plan_id))
+
+    def close(self) -> None:
+        """Cancel the reads still in flight (the caller stopped early, or failed) and let them end on the loop."""
+        pending = set(self._running)
+        self._queues.clear()
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        settled = asyncio.wait(pending)
+        try:
+            self.connector.session.run(settled)
+        except RuntimeError:  # the session's loop is closed: its tasks went with it
+            settled.close()
+
+    # -- on the loop ------------------------------------------------------------------------------------------
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coroutine)
+        self._running.add(task)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self._running.discard(task)
+        if not task.cancelled():
+            task.exception()  # marked as seen: whoever awaits the task still gets it raised
+
+    async def _next_page(self, n: int) -> PlanPage:
+        while self._started < min(n + PLANS_AHEAD, len(self.plan_ids)):
+            queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=PAGES_AHEAD)
+            self._queues[self._started] = queue
+            self._spawn(self._list(self.plan_ids[self._started], queue))
+            self._started += 1
+        item = await self._queues[n].get()
+        if isinstance(item, BaseException):
+            raise item
+        page, ready = item
+        if ready is not None:
+            await ready
+        return page
+
+    async def _list(self, plan_id: str, queue: asyncio.Queue[Any]) -> None:
+        """Read a plan's pages one after the other into its queue (which holds PAGES_AHEAD), then stop."""
+        builder = self.connector.session.client.planner.plans.by_planner_plan_id(plan_id).tasks
+        url: str | None = None
+        try:
+            while True:
+                body = await self.connector.read(builder, f"listing the tasks of plan {plan_id}", url)
+                url = body.get("@odata.nextLink")
+                page = PlanPage(body.get("value") or [], final=not url)
+                ready = self._spawn(self._prepare(plan_id, page.tasks)) if self.committed is not None else None
+                await queue.put((page, ready))
+                if page.final:
+                    return
+        except Exception as exc:  # handed over in its place
+            await queue.put(exc)
+
+    async def _prepare(self, plan_id: str, tasks: list[dict[str, Any]]) -> None:
+        """Read what the page's batch will need: the plan's buckets and the assignees not known yet, when the page
+        has tasks to emit (as the pull will find them: nothing before this page in the plan shares their ids)."""
+        assert self.committed is not None
+        emitted = self.connector.to_emit(plan_id, tasks, self.committed)
+        if not emitted:
+            return
+        known = self.connector.known_users
+        wanted = dict.fromkeys(user for task in emitted for user in assignee_ids(task) if user not in known)
+        await gather_in_order([self._bucket_read(plan_id), *(self._user_read(user) for user in wanted)])
+
+    def _bucket_read(self, plan_id: str) -> asyncio.Task[dict[str, str]]:
+        if plan_id not in self._buckets:
+            self._buckets[plan_id] = self._spawn(self.connector.read_buckets(plan_id))
+        return self._buckets[plan_id]
+
+    async def _bucket_names(self, plan_id: str) -> dict[str, str]:
+        return await self._bucket_read(plan_id)
+
+    def _user_read(self, user_id: str) -> asyncio.Task[PersonRecord]:
+        if user_id not in self._users:
+            self._users[user_id] = self._spawn(self.connector.read_user(user_id))
+        return self._users[user_id]
+
+
 # -- the connector --------------------------------------------------------------------------------------------
 
 class PlannerConnector(Connector):
@@ -322,6 +501,9 @@ class PlannerConnector(Connector):
         self._categories_lock = threading.Lock()
         self._container_titles: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self._items_lock = threading.Lock()
+        self._slots = asyncio.Semaphore(WORKERS)  # bound to the session's loop on first use
+        self._budget = WindowBudget(*TOKEN_BUDGET)
+        self._listings: set[PlanListing] = set()
 
     @classmethod
     def from_config(cls, conn: PlannerConnection) -> PlannerConnector:
@@ -343,8 +525,9 @@ class PlannerConnector(Connector):
         plans = self.plans()
         committed.retain_plans(plan["id"] for plan in plans)
         listed: set[str] = set()
-        for n, plan in enumerate(plans):
-            yield from self._pull_plan(plan, committed, listed, last_plan=n == len(plans) - 1)
+        with self._listing(plans, committed) as listing:
+            for n, plan in enumerate(plans):
+                yield from self._pull_plan(plan, listing, n, committed, listed, last_plan=n == len(plans) - 1)
         self._listed = listed
 
     def census(self) -> Iterator[str]:
@@ -352,31 +535,37 @@ class PlannerConnector(Connector):
         if self._listed is not None:
             yield from sorted(self._listed)
             return
-        for plan in self.plans():
-            for page in self._task_pages(plan["id"]):
-                for task in page:
-                    yield str(task["id"])
+        plans = self.plans()
+        with self._listing(plans) as listing:
+            for n in range(len(plans)):
+                for page in listing.pages(n):
+                    for task in page.tasks:
+                        yield str(task["id"])
 
     def has_changes(self, cursor: dict[str, str] | None) -> bool:
         """List the plans' tasks and compare ETags with `cursor` (v1.0 offers nothing cheaper: a plan's ETag does
-        not change with its tasks). True at the first difference, added or deleted tasks included."""
+        not change with its tasks). True at the first difference, added or deleted tasks included (the pages
+        read ahead of it by then are a few requests more than a plan-by-plan listing made)."""
         if not cursor:
             return True
         committed = PlanCursor.from_cursor(cursor)
         plans = self.plans()
         if {plan["id"] for plan in plans} != set(committed.plans):
             return True
-        for plan in plans:
-            seen = 0
-            for page in self._task_pages(plan["id"]):
-                seen += len(page)
-                if any(committed.changed(plan["id"], task) for task in page):
+        with self._listing(plans) as listing:
+            for n, plan in enumerate(plans):
+                seen = 0
+                for page in listing.pages(n):
+                    seen += len(page.tasks)
+                    if any(committed.changed(plan["id"], task) for task in page.tasks):
+                        return True
+                if seen != len(committed.plans[plan["id"]]):
                     return True
-            if seen != len(committed.plans[plan["id"]]):
-                return True
         return False
 
     def close(self) -> None:
+        for listing in list(self._listings):
+            listing.close()
         self.session.close()
 
     # -- write-back -------------------------------------------------------------------------------------------
@@ -543,62 +732,82 @@ class PlannerConnector(Connector):
         """The plans to pull, as Graph describes them: the configured ones, then each configured group's (one
         request per plan or group, asked once per connector)."""
         if self._plans is None:
-            found: dict[str, dict[str, Any]] = {}
-            plans_api = self.session.client.planner.plans
-            for plan_id in self.plan_ids:
-                found[plan_id] = self.session.get_json(plans_api.by_planner_plan_id(plan_id), f"reading plan {plan_id}")
-            for group in self.groups:
-                listing = self.session.get_json(self.session.client.groups.by_group_id(group).planner.plans,
-                                                f"listing the plans of group {group}")
-                for plan in listing.get("value") or ():
-                    found.setdefault(plan["id"], plan)
-            self._plans = list(found.values())
+            self._plans = self.session.run(self._read_plans())
         return self._plans
 
-    def _pull_plan(self, plan: dict[str, Any], committed: PlanCursor, listed: set[str],
-                   last_plan: bool) -> Iterator[Batch]:
+    async def _read_plans(self) -> list[dict[str, Any]]:
+        plans_api, groups_api = self.session.client.planner.plans, self.session.client.groups
+        read = await gather_in_order([
+            *(self.read(plans_api.by_planner_plan_id(plan_id), f"reading plan {plan_id}") for plan_id in self.plan_ids),
+            *(self.read(groups_api.by_group_id(group).planner.plans, f"listing the plans of group {group}")
+              for group in self.groups),
+        ])
+        found: dict[str, dict[str, Any]] = dict(zip(self.plan_ids, read))
+        for listing in read[len(self.plan_ids):]:
+            for plan in listing.get("value") or ():
+                found.setdefault(plan["id"], plan)
+        return list(found.values())
+
+    @contextmanager
+    def _listing(self, plans: list[dict[str, Any]], committed: PlanCursor | None = None) -> Iterator[PlanListing]:
+        """The plans' pages read ahead for the length of the block; what is still in flight at its end (a caller
+        that stopped early or failed) is cancelled, and so it is when the connector closes first."""
+        listing = PlanListing(self, [plan["id"] for plan in plans], committed)
+        self._listings.add(listing)
+        try:
+            yield listing
+        finally:
+            self._listings.discard(listing)
+            listing.close()
+
+    def _pull_plan(self, plan: dict[str, Any], listing: PlanListing, n: int, committed: PlanCursor,
+                   listed: set[str], last_plan: bool) -> Iterator[Batch]:
+        """The batches of the n-th plan: its pages' tasks are committed in Graph's order, one page at a time, so a
+        batch's cursor never holds a task of a page that is not yet in a yielded batch."""
         plan_id = plan["id"]
         project = ProjectRecord(native_id=plan_id, name=plan.get("title") or plan_id,
                                 url=f"https://planner.cloud.microsoft/webui/plan/{plan_id}")
         buckets: dict[str, str] | None = None
         plan_ids: list[str] = []
-        pages = self._task_pages(plan_id)
-        page = next(pages, [])
         first = True
-        while True:
-            following = next(pages, None)
-            plan_ids.extend(str(task.get("id")) for task in page)
-            changed = [task for task in page if committed.changed(plan_id, task)]
+        for page in listing.pages(n):
+            plan_ids.extend(str(task.get("id")) for task in page.tasks)
+            changed = [task for task in page.tasks if committed.changed(plan_id, task)]
             fresh = self.without_own_edits(plan_id, changed, committed)
             if fresh and buckets is None:
-                buckets = self.bucket_names(plan_id)
+                buckets = listing.buckets(plan_id)
             committed.commit(plan_id, changed)
-            final = following is None
-            if final:
+            if page.final:
                 committed.keep_only(plan_id, plan_ids)
-            if fresh or first or (final and last_plan):
+            if fresh or first or (page.final and last_plan):
                 batch = self.page_batch(plan_id, fresh, buckets or {})
                 batch.cursor = committed.to_cursor()
                 if first:
                     batch.projects = [project]
                 yield batch
             first = False
-            if final:
-                break
-            page = following
         listed.update(plan_ids)
+
+    def to_emit(self, plan_id: str, tasks: list[dict[str, Any]], committed: PlanCursor) -> list[dict[str, Any]]:
+        """The tasks of a page a pull from `committed` emits (read ahead for: nothing is counted or committed)."""
+        changed = [task for task in tasks if committed.changed(plan_id, task)]
+        return self._others_edits(plan_id, changed, committed)
 
     def without_own_edits(self, plan_id: str, tasks: list[dict[str, Any]], committed: PlanCursor,
                           ) -> list[dict[str, Any]]:
         """The changed tasks someone other than pmsync changed: those changed only by pmsync's own write since the
         committed pull (the push echo) are left out; their new ETags are committed all the same."""
+        kept = self._others_edits(plan_id, tasks, committed)
+        self.echoes_skipped += len(tasks) - len(kept)
+        return kept
+
+    def _others_edits(self, plan_id: str, tasks: list[dict[str, Any]], committed: PlanCursor,
+                      ) -> list[dict[str, Any]]:
         own = self.own_edits.versions
         if not own:
             return tasks
-        kept = [task for task in tasks if not isinstance(task.get("id"), str) or not own_edit_only(
+        return [task for task in tasks if not isinstance(task.get("id"), str) or not own_edit_only(
             task, committed.digest(plan_id, task["id"]), own.get(task["id"], ()))]
-        self.echoes_skipped += len(tasks) - len(kept)
-        return kept
 
     def page_batch(self, plan_id: str, tasks: list[dict[str, Any]], buckets: dict[str, str]) -> Batch:
         """The tasks of a page with their `_pmsync` context, and their assignees as people."""
@@ -622,18 +831,33 @@ class PlannerConnector(Connector):
         batch.people = list({p.native_id: p for p in batch.people}.values())
         return batch
 
-    def bucket_names(self, plan_id: str) -> dict[str, str]:
+    async def read(self, builder: RequestBuilder, doing: str, url: str | None = None) -> Any:
+        """GET a resource's JSON through an SDK request builder (or the absolute `url`) on the session's loop, as
+        `GraphSession.get_json` does, with at most WORKERS reads in flight and within TOKEN_BUDGET."""
+        async with self._slots:
+            await self._budget.take()
+            info = builder.to_get_request_information()
+            if url is not None:
+                info.url = url
+            body = await self.session._send(info, doing)
+        return orjson.loads(body) if body else None
+
+    async def read_buckets(self, plan_id: str) -> dict[str, str]:
         """{bucket id: name} of a plan (one request)."""
-        listing = self.session.get_json(self.session.client.planner.plans.by_planner_plan_id(plan_id).buckets,
-                                        f"reading the buckets of plan {plan_id}")
+        listing = await self.read(self.session.client.planner.plans.by_planner_plan_id(plan_id).buckets,
+                                  f"reading the buckets of plan {plan_id}")
         return {b["id"]: b.get("name") for b in listing.get("value") or ()}
 
-    def user(self, user_id: str) -> PersonRecord | None:
-        """A user by id (mail and display name), asked once per connector; None if Graph does not know them."""
+    @property
+    def known_users(self) -> dict[str, PersonRecord]:
+        """The users read so far by this connector, by id."""
+        return self._users
+
+    async def read_user(self, user_id: str) -> PersonRecord:
+        """A user by id (mail and display name), asked once per connector; unnamed if Graph does not know them."""
         if user_id not in self._users:
             try:
-                found = self.session.get_json(self.session.client.users.by_user_id(user_id),
-                                              f"reading user {user_id}")
+                found = await self.read(self.session.client.users.by_user_id(user_id), f"reading user {user_id}")
             except GraphNotFound:  # a removed user must not stop the pull
                 log.info("Planner user %s is unknown to Graph; the assignee stays unnamed", user_id)
                 found = None
@@ -642,6 +866,12 @@ class PlannerConnector(Connector):
                 display_name=(found or {}).get("displayName"),
                 email=(found or {}).get("mail") or (found or {}).get("userPrincipalName"),
             )
+        return self._users[user_id]
+
+    def user(self, user_id: str) -> PersonRecord | None:
+        """A user by id, asked once per connector (a pull has read its page's users ahead, all at once)."""
+        if user_id not in self._users:
+            self.session.run(self.read_user(user_id))
         return self._users[user_id]
 
     def _task_pages(self, plan_id: str) -> Iterator[list[dict[str, Any]]]:

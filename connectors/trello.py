@@ -18,6 +18,14 @@ Costs: full pull = per board 1 (lists, members, custom fields) + action pages + 
 Incremental pull = per board 1 actions request, then for boards with changes 1 board request + 1 per touched
 card, plus `members/me`.
 
+Overlap: a pull reads up to BOARD_WORKERS boards at once, each on its own worker into a short queue (LOOKAHEAD
+batches, so a huge board read ahead of its turn holds only a few pages), and yields their batches board after
+board in the configured order. Within a board only what does not depend on order overlaps: the board and
+`members/me` are read while its actions are walked; its cards are listed after the actions, never with them.
+Each batch's cursor is composed in yield order (see `pull`), so a board read ahead never lends its position to an
+earlier board's batch. Every request still goes through the one session and its pacer, so the token budget (and
+a configured `requests_per_second`) holds however many threads ask.
+
 Write-back: pmsync's custom fields are found by name on each board, and a card's board from one id listing per
 board (both read once per push). Writes are one `PUT /cards/{id}/customFields` per card (all its pmsync items at
 once), one comment posted once and then edited, and on a portfolio board one card per item in its health's list,
@@ -33,8 +41,10 @@ make no echo.
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -47,6 +57,7 @@ import requests
 from trello import TrelloClient
 from trello.exceptions import ResourceUnavailable, Unauthorized
 
+from connectors.ahead import drain, fill
 from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord, Write, WriteResult
 from connectors.http import BudgetPacer, RetryPolicy, mount_retrying
 from mappings.mapping import load_mapping
@@ -59,7 +70,9 @@ log = logging.getLogger("pmsync.connectors.trello")
 TRELLO_API = "https://api.trello.com/1"
 PAGE = 1000  # Trello's largest page of cards or actions
 NESTED_ACTIONS = 1000  # the most actions a card read nests
-CARD_WORKERS = 4
+CARD_WORKERS = 4  # threads for single requests (card reads, a board's furniture, members/me); none waits on another
+BOARD_WORKERS = 4  # boards read at once; their batches are still yielded board after board, in the configured order
+LOOKAHEAD = 2  # batches a board may hold ready before its turn: what reading ahead keeps in memory per board
 REPULL_AT = 250  # touched cards on one board from which re-listing the whole board is cheaper than reading each
 TIMEOUT_S = 60.0
 TOKEN_BUDGET = (90, 10.0)  # requests per seconds: under Trello's 100 / 10 s per token, leaving room for others
@@ -447,6 +460,13 @@ class TrelloConnector(Connector):
         self._listed: dict[str, list[str]] = {}
         self._short_links: dict[str, str | None] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._board_pool: ThreadPoolExecutor | None = None
+        # A pull's boards are read on several threads: what they share is asked or counted under these locks.
+        self._pools_lock = threading.Lock()
+        self._me_lock = threading.Lock()
+        self._short_links_lock = threading.Lock()
+        self._counting = threading.Lock()
+        self._abandon: threading.Event | None = None  # set to stop the running pull's board workers
         # What write-back looked up, once per connector (a push builds its own connector); a push writes from
         # several threads, so lookups (and the lists they create) are made under one lock.
         self._lookups = threading.RLock()
@@ -477,15 +497,59 @@ class TrelloConnector(Connector):
         self.me()
 
     def pull(self, cursor: dict[str, str] | None) -> Iterator[Batch]:
-        """Batches of cards changed since `cursor` (every card of every board when None), board by board; a
-        board missing from the cursor is pulled whole."""
-        position = dict(cursor or {})
+        """Batches of cards changed since `cursor` (every card of every board when None), board by board in the
+        configured order; a board missing from the cursor is pulled whole.
+
+        Boards are read several at once (`in_turn`), each batch carrying only its own board's position; the
+        cursor is composed here, in yield order: the boards yielded before, this board's position, and the old
+        cursor's entries for the boards after it. So a batch never names an action of a board read ahead whose
+        cards are not committed yet (a crash after it would skip them)."""
+        start = dict(cursor or {})
+        position = dict(start)
         self._listed = {}
-        for board_id in self.boards:
-            if board_id in position:
-                yield from self._board_changes(board_id, position)
-            else:
-                yield from self._whole_board(board_id, position)
+        if any(board_id not in start for board_id in self.boards):
+            self.pool().submit(self.me)  # needed by the first batch: asked while the first actions are read
+        for board_id, batch in self.in_turn(lambda board_id: self._board(board_id, start.get(board_id))):
+            position.pop(board_id, None)
+            position.update(batch.cursor or {})
+            batch.cursor = dict(position)
+            yield batch
+
+    def in_turn(self, read: Callable[[str], Iterator[Batch]]) -> Iterator[tuple[str, Batch]]:
+        """`read(board)`'s batches, board after board in the configured order, while up to BOARD_WORKERS boards
+        are read at once, each at most LOOKAHEAD batches ahead of its turn. A board's failure is raised in its
+        turn; abandoning the iteration stops the workers after their current request."""
+        if self._abandon is not None:
+            self._abandon.set()  # a pull left unfinished (and not yet collected) must not keep board workers
+        stop = self._abandon = threading.Event()
+        upcoming = iter(self.boards)
+        running: deque[tuple[str, queue.Queue]] = deque()
+
+        def start_next() -> None:
+            board_id = next(upcoming, None)
+            if board_id is not None:
+                ready: queue.Queue = queue.Queue(LOOKAHEAD)
+                self.board_pool().submit(fill, read(board_id), ready, stop)
+                running.append((board_id, ready))
+
+        try:
+            for _ in range(BOARD_WORKERS):
+                start_next()
+            while running:
+                board_id, ready = running.popleft()
+                for batch in drain(ready, stop):
+                    yield board_id, batch
+                start_next()
+        finally:
+            stop.set()
+
+    def _board(self, board_id: str, start: str | None) -> Iterator[Batch]:
+        """One board's batches (whole when it has no position yet), each with only this board's position as its
+        cursor: `{board id: position}`, or `{}` while a board read whole is not finished."""
+        position = {} if start is None else {board_id: start}
+        if start is None:
+            return self._whole_board(board_id, position)
+        return self._board_changes(board_id, position)
 
     def census(self) -> Iterator[str]:
         """Every card id of the configured boards, archived ones included (1000 ids per request); a board whose
@@ -514,9 +578,12 @@ class TrelloConnector(Connector):
         return False
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        if self._abandon is not None:
+            self._abandon.set()
+        for pool in (self._board_pool, self._pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._board_pool = self._pool = None
         self.session.close()
 
     # -- write-back -------------------------------------------------------------------------------------------
@@ -691,8 +758,9 @@ class TrelloConnector(Connector):
     # -- whole boards -------------------------------------------------------------------------------------------
     def _whole_board(self, board_id: str, position: dict[str, str]) -> Iterator[Batch]:
         """A board's cards page by page; its history is read first, so the cursor it commits names no action
-        that the cards listed after it do not show."""
-        furniture = self.furniture(board_id)
+        that the cards listed after it do not show. The board itself is read meanwhile (its cards need it, its
+        actions do not). `position` is the board's own (see `_board`)."""
+        furnished = self.pool().submit(self.furniture, board_id)
         history = CardHistory(self.zone)
         newest: str | None = None
         pages = list(self._pages(f"boards/{board_id}/actions", {
@@ -703,6 +771,7 @@ class TrelloConnector(Connector):
         for page in reversed(pages):
             history.read(reversed(page))
         del pages
+        furniture = furnished.result()
         first = True
         card_pages = self._pages(f"boards/{board_id}/cards", {"filter": "all", **CARD_EXTRAS},
                                  f"listing the cards of board {board_id}")
@@ -729,7 +798,9 @@ class TrelloConnector(Connector):
     # -- changes since the cursor ---------------------------------------------------------------------------
     def _board_changes(self, board_id: str, position: dict[str, str]) -> Iterator[Batch]:
         """The cards the board's actions since its cursor touched, re-read one by one with their history, in the
-        order of their latest action; each batch's cursor is the latest action of the cards it holds."""
+        order of their latest action; each batch's cursor is the latest action of the cards it holds. The board
+        (when the echo check did not need it first) and `members/me` are read alongside the first cards.
+        `position` is the board's own (see `_board`)."""
         since, seen = since_of(position[board_id])
         window = [action for page in self._pages(f"boards/{board_id}/actions", {
             "filter": WATCHED_ACTIONS, "since": since, "fields": FEED_FIELDS,
@@ -743,7 +814,8 @@ class TrelloConnector(Connector):
             furniture = self.furniture(board_id)
             own_fields = frozenset(str(d["id"]) for d in pmsync_board_fields(furniture.fields.values()).values())
             echo = own_edits_only(actions, str(self.me().get("id")), own_fields)
-            self.echoes_skipped += len(echo)
+            with self._counting:
+                self.echoes_skipped += len(echo)
         latest: dict[str, str] = {}
         gone: set[str] = set()
         for action in reversed(actions):
@@ -760,20 +832,22 @@ class TrelloConnector(Connector):
             del position[board_id]
             yield from self._whole_board(board_id, position)
             return
-        furniture = furniture or self.furniture(board_id)
+        furnished = self.pool().submit(self.furniture, board_id) if furniture is None else None
+        me = self.pool().submit(self.me)
         first = True
         step = max(1, min(self.page_size, 100))
         for start in range(0, max(1, len(touched)), step):
             chunk = touched[start : start + step]
             cards = [card for card in self.pool().map(self.card_with_history, chunk)
                      if card is not None and card.get("idBoard") == board_id]
+            furniture = furniture or furnished.result()
             history = CardHistory(self.zone)
             for card in cards:
                 history.read(reversed(card.pop("actions", None) or []))
             batch = self.card_batch(cards, furniture, history)
             if first:
                 batch.projects = [furniture.project()]
-                batch.people = people(furniture, self.me())
+                batch.people = people(furniture, me.result())
                 first = False
             last = start + step >= len(touched)
             position[board_id] = position_after(window, seen) if last else latest[chunk[-1]]
@@ -801,10 +875,13 @@ class TrelloConnector(Connector):
         return BoardFurniture.from_json(self._get(f"boards/{board_id}", BOARD_PARAMS, f"reading board {board_id}"))
 
     def me(self) -> dict[str, Any]:
-        """The token's owner (asked once per connector): the one member whose email Trello shows."""
-        if self._me is None:
-            self._me = self._get("members/me", {"fields": "id,fullName,username,email"}, "the credentials check")
-        return self._me
+        """The token's owner (asked once per connector, whichever board's thread asks first): the one member whose
+        email Trello shows."""
+        with self._me_lock:
+            if self._me is None:
+                self._me = self._get("members/me", {"fields": "id,fullName,username,email"},
+                                     "the credentials check")
+            return self._me
 
     def card_batch(self, cards: list[dict[str, Any]], furniture: BoardFurniture, history: CardHistory) -> Batch:
         """A page of cards with their `_pmsync` context, complete due-date history and attachment links."""
@@ -819,18 +896,31 @@ class TrelloConnector(Connector):
         return batch
 
     def resolve_short_link(self, short_link: str) -> str | None:
-        """The id of the card a shortLink names when it is on a configured board, else None (asked once each)."""
-        if short_link not in self._short_links:
-            card = self._get(f"cards/{short_link}", {"fields": "id,idBoard"}, f"resolving card {short_link}",
-                             missing_ok=True)
-            on_board = card is not None and card.get("idBoard") in self.boards
-            self._short_links[short_link] = card["id"] if on_board else None
-        return self._short_links[short_link]
+        """The id of the card a shortLink names when it is on a configured board, else None (asked once each,
+        under a lock: boards read at once may name the same card)."""
+        with self._short_links_lock:
+            if short_link not in self._short_links:
+                card = self._get(f"cards/{short_link}", {"fields": "id,idBoard"}, f"resolving card {short_link}",
+                                 missing_ok=True)
+                on_board = card is not None and card.get("idBoard") in self.boards
+                self._short_links[short_link] = card["id"] if on_board else None
+            return self._short_links[short_link]
 
     def pool(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(CARD_WORKERS, thread_name_prefix=f"trello-{self.name}")
-        return self._pool
+        """Threads for single requests: a task here never waits for one queued behind it (only, for members/me,
+        on the one already asking), so this pool cannot starve itself."""
+        with self._pools_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(CARD_WORKERS, thread_name_prefix=f"trello-{self.name}")
+            return self._pool
+
+    def board_pool(self) -> ThreadPoolExecutor:
+        """Threads that each read one board (waiting on `pool()`'s requests and on their turn to be yielded), kept
+        apart from `pool()` so that a board waiting can never hold up the requests it waits for."""
+        with self._pools_lock:
+            if self._board_pool is None:
+                self._board_pool = ThreadPoolExecutor(BOARD_WORKERS, thread_name_prefix=f"trello-{self.name}-board")
+            return self._board_pool
 
     def _pages(self, path: str, params: dict[str, Any], doing: str) -> Iterator[list[dict[str, Any]]]:
         """A listing newest first, page by page: `limit` per page, the next page `before` the last id seen."""

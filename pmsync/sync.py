@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.ahead import read_ahead
 from connectors.base import Batch, Connector, DueChange, Link
 from mappings.mapping import Mapping
 from mappings.normalize import normalize_tasks
@@ -34,6 +35,8 @@ PULL_CURSOR = "pull"
 # Pages can be loaded several to a transaction (`sync.commit_every_records` / `commit_every_seconds`): a load has a
 # fixed cost (statements, frames) that a 100-task page would otherwise pay alone. The cursor committed with a group
 # is that of its last page, so a crash still resumes with neither gap nor duplicate; it only redoes more pages.
+# Groups the pull may run ahead of the load: the next requests travel while a group is written.
+PULL_AHEAD = 2
 HISTORY_FIELDS = ("due_date", "start_date", "status_category", "percent_complete")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -98,7 +101,8 @@ def sync_connection(
     result = SyncResult(connection=name, run_id=run_id, mode=mode)
     state = _RunState()
     try:
-        for group in grouped(connector.pull(cursor), commit_every_records, commit_every_seconds):
+        groups = grouped(connector.pull(cursor), commit_every_records, commit_every_seconds)
+        for group in pulled_ahead(groups, f"pmsync-pull-{name}"):
             result.pulled += len(group.records)
             with lock, warehouse.transaction():
                 loaded, quarantined = load_batch(warehouse, connector.name, connector.tool, group, mapping, timezone,
@@ -128,6 +132,15 @@ def sync_connection(
                 records_loaded=result.loaded, records_quarantined=result.quarantined, records_deleted=result.deleted,
             )
     return result
+
+
+def pulled_ahead(batches: Iterable[Batch], thread_name: str, depth: int = PULL_AHEAD) -> Iterator[Batch]:
+    """The batches, pulled on a thread of their own up to `depth` ahead of the caller: the pull keeps its requests
+    going while the caller loads (each load commits its own cursor, so a crash still resumes exactly where the
+    last commit left off; what was pulled ahead is pulled again). The pull has ended, its generator's last lines
+    included, before this returns; if the caller stops early (a failed load), the pull is closed at its next
+    batch."""
+    return read_ahead(batches, thread_name, depth)
 
 
 def grouped(batches: Iterable[Batch], records: int = 1, seconds: float = 0.0) -> Iterable[Batch]:

@@ -1,8 +1,13 @@
-"""The sync engine's grouping of pages into transactions."""
+"""The sync engine's grouping of pages into transactions, and its pull running ahead of the load."""
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+
+import pytest
+
 from connectors.base import Batch, Link
-from pmsync.sync import grouped, merge_batches
+from pmsync.sync import grouped, merge_batches, pulled_ahead
 
 
 def page(ids: list[str], cursor: str | None, links: list[Link] = ()) -> Batch:
@@ -28,3 +33,57 @@ def test_a_task_seen_twice_keeps_only_the_links_of_its_later_page():
 def test_a_page_without_a_cursor_keeps_the_cursor_before_it():
     merged = merge_batches([page(["a"], "1"), page(["b"], None)])
     assert merged.cursor == {"at": "1"} and len(merged.records) == 2
+
+
+# -- the pull running ahead of the load ---------------------------------------------------------------------------
+
+def test_the_pull_runs_ahead_of_the_load_in_its_own_thread_and_keeps_the_order():
+    produced: list[tuple[int, str]] = []
+    second_pulled = threading.Event()
+
+    def pull() -> Iterator[Batch]:
+        for k in range(5):
+            produced.append((k, threading.current_thread().name))
+            if k == 1:
+                second_pulled.set()
+            yield page([str(k)], str(k))
+
+    received = []
+    for batch in pulled_ahead(pull(), "pull-test", depth=2):
+        if not received:
+            # The first batch is still being "loaded" here, and the second has been pulled meanwhile.
+            assert second_pulled.wait(timeout=30)
+        received.append(batch.cursor["at"])
+    assert received == ["0", "1", "2", "3", "4"]
+    assert {name for _, name in produced} == {"pull-test"}
+
+
+def test_a_failing_pull_raises_in_the_caller_after_the_batches_before_it():
+    def pull() -> Iterator[Batch]:
+        yield page(["a"], "1")
+        raise RuntimeError("the tool went away")
+
+    received = []
+    with pytest.raises(RuntimeError, match="the tool went away"):
+        for batch in pulled_ahead(pull(), "pull-test"):
+            received.append(batch.cursor["at"])
+    assert received == ["1"]
+
+
+def test_a_load_that_fails_stops_and_closes_the_pull_before_returning():
+    closed = threading.Event()
+    pulled = []
+
+    def pull() -> Iterator[Batch]:
+        try:
+            for k in range(1000):
+                pulled.append(k)
+                yield page([str(k)], str(k))
+        finally:
+            closed.set()
+
+    with pytest.raises(ValueError):
+        for _ in pulled_ahead(pull(), "pull-test", depth=2):
+            raise ValueError("the load failed")
+    assert closed.is_set()  # the pull's generator was closed (its thread joined) before the error reached here
+    assert len(pulled) <= 4  # at most depth ahead, plus the one handed over and the one waiting to be queued

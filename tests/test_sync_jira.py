@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -24,6 +25,17 @@ from sandbox.generator import JIRA, LINK_NATIVE, LINK_REMOTE, NO_DAY, STATUS_CAT
 from sandbox.server import Sandbox, task_uid
 
 PMSYNC = Path(sys.executable).with_name("pmsync")
+REPO = Path(__file__).resolve().parents[1]
+# `pmsync sync`'s own run, printing a line at each committed group.
+COMMITTING_SYNC = """
+import sys
+from pathlib import Path
+from pmsync.config import load_config
+from pmsync.run import run_sync
+from pmsync.sync import Progress
+committed = Progress(advance=lambda name, records: print("committed", flush=True))
+run_sync(load_config(Path(sys.argv[1])), progress=committed)
+"""
 
 
 def jira_only_config(box: Sandbox, backend: Backend, path: Path, **sync: object) -> Path:
@@ -155,16 +167,19 @@ def test_a_sync_killed_midway_and_run_again_leaves_the_tables_an_uninterrupted_s
         clean_config = jira_only_config(box, clean, tmp_path / "clean.yaml")
         emulator = box.emulators["jira"]
         emulator.settings.latency_s = 0.02
-        process = subprocess.Popen([str(PMSYNC), "sync", "--config", str(killed_config)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
-        deadline = time.monotonic() + 120
-        # The pull asks for a page one ahead: the fourth search goes out once the first two pages are committed.
-        while sum(n for route, n in emulator.stats.by_route.items() if "search/jql" in route) < 4:
-            assert process.poll() is None, process.stderr.read()
-            assert time.monotonic() < deadline, "the sync never reached its fourth page"
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        # The pull runs ahead of the load, so served pages say nothing of commits: the sync says when it committed.
+        process = subprocess.Popen([sys.executable, "-c", COMMITTING_SYNC, str(killed_config)], cwd=REPO,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env={**os.environ, "PYTHONPATH": str(REPO)})
+        stuck = threading.Timer(120, process.kill)  # a sync that never commits ends the wait (and fails the test)
+        stuck.start()
+        try:
+            assert process.stdout is not None and process.stdout.readline().strip() == "committed", \
+                process.stderr.read() if process.stderr else ""
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        finally:
+            stuck.cancel()
         emulator.settings.latency_s = 0
         with killed.open() as warehouse:
             assert warehouse.get_cursor("eng-jira", "pull") is not None, "no batch was committed before the kill"
