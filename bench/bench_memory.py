@@ -7,8 +7,9 @@ peak resident memory (VmHWM) after it, the sandbox's own peak apart, and the rat
 bench/results/memory_N.json. The push's writes are not made: the plan is the push's large structure, and its
 writes then go one request at a time (`make bench` measures them at 10,000).
 
-Run: `.venv/bin/python bench/bench_memory.py --size 1000000` (about an hour on 2 cores: the sandbox serves
-roughly 1.5 million requests).
+Run: `.venv/bin/python bench/bench_memory.py --size 1000000` (over an hour on 2 cores: the sandbox serves
+several hundred thousand requests). `--steps sync,schedule --work DIR` keeps the warehouse in DIR, and a later
+`--steps plan --work DIR` measures the push plan alone on it, in a process of its own (as `pmsync push` runs).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,39 +39,64 @@ def sandbox_peak_mb(pid: int) -> float:
     return float("nan")
 
 
+def measure(size: int, folder: Path, steps: str) -> dict[str, Any]:
+    """The memory stage's figures for `steps`; a sandbox is started for a sync (a plan needs only the warehouse
+    and the configuration a sync left in `folder`)."""
+    if "sync" not in steps.split(","):
+        return run_stage("memory", folder / "memory.json", "--config", str(folder / "pmsync.yaml"), "--steps", steps)
+    started = time.perf_counter()
+    sandbox = start_sandbox(size, AS_OF, folder, latency_ms=0.0, rate_limits=False)
+    print(f"sandbox of {size:,} tasks started in {time.perf_counter() - started:.0f} s", flush=True)
+    try:
+        figures = run_stage("memory", folder / "memory.json", "--config", str(sandbox.config_path), "--steps", steps)
+        figures["sandbox_peak_rss_mb"] = sandbox_peak_mb(sandbox.process.pid)
+        figures["emulators"] = sandbox.stats()
+    finally:
+        sandbox.stop()
+    return figures
+
+
+def report(figures: dict[str, Any]) -> None:
+    if "sync" in figures:
+        sync = figures["sync"]
+        pulled = sum(c["pulled"] for c in sync["connections"].values())
+        requests = sum(c["requests"] for c in sync["connections"].values())
+        print(f"full sync: {sync['seconds']:.0f} s, {pulled:,} records pulled, {requests:,} requests, "
+              f"failures: {sync['failures'] or 'none'}")
+        print(f"  peak memory after the sync:     {sync['peak_rss_mb']:,.0f} MB")
+    if "schedule" in figures:
+        schedule = figures["schedule"]
+        print(f"schedule: {schedule['seconds']:.1f} s ({schedule.get('rows', '?')} rows"
+              f"{', error ' + schedule['error'] if 'error' in schedule else ''})")
+        print(f"  peak memory after the schedule: {schedule['peak_rss_mb']:,.0f} MB")
+    if "push_plan" in figures:
+        plan = figures["push_plan"]
+        done = f"{plan['planned']:,} writes planned" if "planned" in plan else f"failed: {plan['error']}"
+        print(f"push plan: {done} in {plan['seconds']:.1f} s")
+        print(f"  peak memory after the plan:     {plan['peak_rss_mb']:,.0f} MB")
+    peak = figures["peak_rss_mb"]
+    sandbox = figures.get("sandbox_peak_rss_mb")
+    print(f"pmsync's peak resident memory: {peak:,.0f} MB against {TARGET_MB:,.0f} MB: ratio {peak / TARGET_MB:.2f} "
+          f"({'met' if peak <= TARGET_MB else 'not met'})"
+          + (f"; the sandbox's own: {sandbox:,.0f} MB" if sandbox else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1_000_000, help="tasks in the sandbox portfolio")
+    parser.add_argument("--steps", default="sync,schedule,plan",
+                        help="which of sync,schedule,plan to run in the one measured process")
+    parser.add_argument("--work", type=Path,
+                        help="keep the warehouse and configuration here (a later run with --steps plan reuses them)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix=f"pmsync-bench-memory-{args.size}-") as tmp:
-        folder = Path(tmp)
-        started = time.perf_counter()
-        sandbox = start_sandbox(args.size, AS_OF, folder, latency_ms=0.0, rate_limits=False)
-        print(f"sandbox of {args.size:,} tasks started in {time.perf_counter() - started:.0f} s", flush=True)
-        try:
-            figures = run_stage("memory", folder / "memory.json", "--config", str(sandbox.config_path))
-            figures["sandbox_peak_rss_mb"] = sandbox_peak_mb(sandbox.process.pid)
-            figures["emulators"] = sandbox.stats()
-        finally:
-            sandbox.stop()
-    figures["size"] = args.size
-    sync = figures["sync"]
-    pulled = sum(c["pulled"] for c in sync["connections"].values())
-    print(f"full sync: {sync['seconds']:.0f} s, {pulled:,} records pulled, "
-          f"{sum(c['requests'] for c in sync['connections'].values()):,} requests, failures: {sync['failures'] or 'none'}")
-    print(f"  peak memory after the sync:     {sync['peak_rss_mb']:,.0f} MB")
-    print(f"schedule: {figures['schedule']['seconds']:.1f} s ({figures['schedule'].get('rows', '?')} rows"
-          f"{', error ' + figures['schedule']['error'] if 'error' in figures['schedule'] else ''})")
-    print(f"  peak memory after the schedule: {figures['schedule']['peak_rss_mb']:,.0f} MB")
-    if "push_plan" in figures:
-        plan = figures["push_plan"]
-        print(f"push plan: {plan['planned']:,} writes planned in {plan['seconds']:.1f} s")
-        print(f"  peak memory after the plan:     {plan['peak_rss_mb']:,.0f} MB")
-    peak = figures["peak_rss_mb"]
-    print(f"pmsync's peak resident memory: {peak:,.0f} MB against {TARGET_MB:,.0f} MB: ratio {peak / TARGET_MB:.2f} "
-          f"({'met' if peak <= TARGET_MB else 'not met'}); the sandbox's own: {figures['sandbox_peak_rss_mb']:,.0f} MB")
+        folder = args.work or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        figures = measure(args.size, folder, args.steps)
+    figures.update(size=args.size, steps=args.steps)
+    report(figures)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"memory_{args.size}.json"
+    out = RESULTS / f"memory_{args.size}_{args.steps.replace(',', '_')}.json"
     out.write_text(json.dumps(figures, indent=2, default=str))
     print(f"written: {out.relative_to(ROOT)}")
 
