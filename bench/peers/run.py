@@ -320,9 +320,9 @@ def table(tool: str, ours: Measurement, theirs: Measurement, ours_all: Measureme
         + (", ".join(f"{n} {s}" for s, n in sorted(theirs.records.items())) or "no records") + ".",
     ]
     if ours_all is not None:
-        beyond = ", ".join(f"`{key}: true`" for key in BEYOND_THE_TAP[tool])
+        beyond = ", ".join(f"`{key}: {str(value).lower()}`" for key, value in BEYOND_THE_TAP[tool].items())
         lines.append(
-            f"\nThe comparison above is on the same data: pmsync without what the tap cannot read ({beyond} off). "
+            f"\nThe comparison above is on the same data: pmsync without what the tap cannot read ({beyond}). "
             f"With it, as pmsync runs by default: {ours_all.wall_s:.2f} s ({ratio(ours_all.wall_s, theirs.wall_s)} "
             f"of the tap's), {ours_all.requests} requests, {ours_all.records.get('tasks', 0)} tasks.")
     for side, m in (("pmsync", ours), (tap, theirs)):
