@@ -201,7 +201,12 @@ def test_a_state_change_edits_the_comment_in_place_and_a_deleted_comment_comes_b
 
 
 @pytest.mark.skipif(not HAS_PUSH, reason="writeback/push.py (run_push) does not exist yet")
-def test_writes_failing_with_500_are_recorded_and_completed_by_the_next_push(box: Sandbox, tmp_path: Path) -> None:
+def test_writes_failing_with_500_are_recorded_and_completed_by_the_next_push(box: Sandbox, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    # Every field write fails while the comments succeed; with four writers the order in which they end varies, and
+    # five field failures ending in a row would stop the push (the tool looks down) before some comments. That
+    # stop is not what this test is about: it is kept out of reach here.
+    monkeypatch.setattr("writeback.push.MAX_CONSECUTIVE_FAILURES", 10**6)
     config = trello_config(box, tmp_path, rate_limit={"requests_per_second": 5000, "max_retries": 1,
                                                       "max_wait_seconds": 0.01})
     connection = config.connections[0]

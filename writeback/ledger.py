@@ -8,7 +8,7 @@ reported right after pmsync's write, so the next incremental pull can leave pmsy
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,15 +23,17 @@ WRITTEN, FAILED, SKIPPED = "written", "failed", "skipped"
 RECENT_PAYLOADS = 50
 
 
-def read_ledger(warehouse: Warehouse, connections: Iterable[str] | None = None) -> pd.DataFrame:
-    """The ledger rows of these connections (all when None)."""
+def read_ledger(warehouse: Warehouse, connections: Iterable[str] | None = None,
+                columns: Sequence[str] | None = None, where: str | None = None,
+                params: Sequence[Any] = ()) -> pd.DataFrame:
+    """The ledger rows of these connections (all when None) that match `where` (with its `params`), with these
+    columns (all when None): a plan reads only what it compares, a range of tasks at a time."""
     names = list(connections) if connections is not None else None
-    if names is None:
-        return warehouse.read(TABLE)
-    if not names:
-        return warehouse.read(TABLE, "1 = 0")
-    marks = ", ".join(["%s"] * len(names))
-    return warehouse.read(TABLE, f"connection IN ({marks})", names)
+    conditions, values = ([where], list(params)) if where else ([], [])
+    if names is not None:
+        conditions.insert(0, f"connection IN ({', '.join(['%s'] * len(names))})" if names else "1 = 0")
+        values[:0] = names
+    return warehouse.read(TABLE, " AND ".join(f"({c})" for c in conditions) or None, values or None, columns=columns)
 
 
 def _now() -> pd.Timestamp:

@@ -6,16 +6,21 @@ the next one retries what failed. One connection failing does not stop the other
 consecutive failures (the tool is down) stops the attempts and records the rest as failed, instead of waiting
 out every retry of every write. DuckDB takes one writer at a time, so ledger writes are serialized by a lock as
 in `pmsync/run.py`.
+
+The plan is kept compact (`writeback.plan.make_plan`: payloads as JSON text in Arrow-backed columns) and its
+writes are decoded into dicts a few at a time as they are handed to the connector, so a push of a million tasks'
+writes holds the plan and a window of writes in flight, never a million dicts.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from connectors.base import Connector, Write, WriteResult
@@ -24,11 +29,13 @@ from pmsync.config import Config, redact
 from pmsync.errors import PmsyncError
 from pmsync.run import open_config_warehouse, selected_connections
 from writeback.ledger import forget, record_failed, record_skipped, record_written
-from writeback.plan import ARCHIVE, PORTFOLIO_ITEM, plan_writes, portfolio_containers
+from writeback.plan import ARCHIVE, PORTFOLIO_ITEM, compact_plan, plan_rows, portfolio_containers
 
 log = logging.getLogger("pmsync.writeback")
 
 WRITE_WORKERS = 4
+# Writes handed to the workers ahead of their results: enough to keep them busy, few enough to decode on the way.
+IN_FLIGHT = WRITE_WORKERS * 8
 # This many failures in a row on one connection and the tool is taken to be down for this push.
 MAX_CONSECUTIVE_FAILURES = 5
 ERRORS_KEPT = 5
@@ -50,7 +57,8 @@ class ConnectionPush:
 
 @dataclass
 class PushOutcome:
-    """The results of one `pmsync push`: per connection, connection-level failures, and the plan it followed."""
+    """The results of one `pmsync push`: per connection, connection-level failures, and the plan it followed
+    (compact: `payload` and `previous` as JSON text; `writeback.plan.expand` gives the dicts)."""
 
     results: dict[str, ConnectionPush] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
@@ -77,22 +85,22 @@ def run_push(config: Config, names: list[str] | None = None, dry_run: bool = Fal
     connections = selected_connections(config, names)
     chosen = [c.name for c in connections]
     with open_config_warehouse(config) as warehouse:
-        plan = plan_writes(warehouse, config, chosen)
+        plan = compact_plan(warehouse, config, chosen)
         containers = _containers(warehouse, config, chosen) if setup else {}
         parallel_writes = warehouse.dialect == "postgresql"
     outcome = PushOutcome(plan=plan, dry_run=dry_run)
-    needed = plan[plan["needed"]] if len(plan) else plan
+    planned = plan.loc[plan["needed"], "connection"].value_counts()
     for connection in connections:
-        outcome.results[connection.name] = ConnectionPush(
-            connection.name, connection.tool, planned=int((needed["connection"] == connection.name).sum())
-            if len(needed) else 0)
+        outcome.results[connection.name] = ConnectionPush(connection.name, connection.tool,
+                                                          planned=int(planned.get(connection.name, 0)))
     if dry_run:
         return outcome
     lock = None if parallel_writes else threading.Lock()
 
     def one(connection: Any) -> None:
         result = outcome.results[connection.name]
-        rows = needed[needed["connection"] == connection.name] if len(needed) else needed
+        # Which of the plan's rows are this connection's needed writes (a flag a row: the rows are not copied).
+        mine = (plan["needed"] & (plan["connection"] == connection.name)).to_numpy(bool)
         try:
             connector = build_connector(connection, config.timezone)
         except PmsyncError as exc:
@@ -102,9 +110,9 @@ def run_push(config: Config, names: list[str] | None = None, dry_run: bool = Fal
             _use_settings(connector, config, connection.name)
             if setup:
                 _setup(connector, containers.get(connection.name, []), result, outcome, config)
-            if len(rows):
+            if mine.any():
                 with open_config_warehouse(config) as warehouse:
-                    _push_rows(connector, rows, result, warehouse, lock, config)
+                    _push_rows(connector, plan, mine, result, warehouse, lock, config)
         except Exception as exc:  # one connection failing must not stop the others
             message = str(exc) if isinstance(exc, PmsyncError) else f"{type(exc).__name__}: {exc}"
             outcome.failures[connection.name] = redact(message, config)
@@ -145,21 +153,29 @@ def _setup(connector: Connector, containers: list[str], result: ConnectionPush, 
         outcome.failures[result.connection] = redact(f"setup: {message}", config)
 
 
-def _push_rows(connector: Connector, rows: pd.DataFrame, result: ConnectionPush, warehouse: Any,
+def _push_rows(connector: Connector, plan: pd.DataFrame, mine: np.ndarray, result: ConnectionPush, warehouse: Any,
                lock: threading.Lock | None, config: Config) -> None:
-    """Carry out one connection's needed writes (a few at a time), recording each result as it comes."""
-    writable = rows[rows["target"].isin(list(connector.write_targets))]
-    result.skipped = len(rows) - len(writable)
+    """Carry out the plan's rows flagged in `mine` (one connection's needed writes) a few at a time, in plan order,
+    recording each result as it comes; at most IN_FLIGHT writes are decoded from the compact plan and waiting."""
+    writable = mine & plan["target"].isin(list(connector.write_targets)).to_numpy(bool)
+    result.skipped = int(mine.sum() - writable.sum())
     breaker = _Breaker()
     ledger_lock = lock or nullcontext()
-    with ThreadPoolExecutor(max_workers=WRITE_WORKERS, thread_name_prefix=f"push-{result.connection}") as pool:
-        futures = {pool.submit(_attempt, connector, row, breaker): row
-                   for row in writable.to_dict("records")}
-        for future in as_completed(futures):
-            row = futures[future]
+
+    def record(done: set[Future]) -> None:
+        for future in done:
             written, error = future.result()
             with ledger_lock:
-                _record(warehouse, row, written, error, result, config)
+                _record(warehouse, pending.pop(future), written, error, result, config)
+
+    pending: dict[Future, dict[str, Any]] = {}
+    with ThreadPoolExecutor(max_workers=WRITE_WORKERS, thread_name_prefix=f"push-{result.connection}") as pool:
+        for row in plan_rows(plan, np.flatnonzero(writable)):
+            if len(pending) >= IN_FLIGHT:
+                record(wait(pending, return_when=FIRST_COMPLETED).done)
+            pending[pool.submit(_attempt, connector, row, breaker)] = row
+        while pending:
+            record(wait(pending, return_when=FIRST_COMPLETED).done)
 
 
 class _Breaker:
