@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import Backend
+from test_writeback_core import frame, write_config
 
 import writeback.plan as plan_module
 import writeback.push as push_module
-from mappings.schema import TABLES
 from pmsync.config import Config, load_config
 from pmsync.run import open_config_warehouse, run_sync
 from sandbox.pytest_plugin import TEST_AS_OF
@@ -37,25 +37,9 @@ from writeback.push import run_push
 NAMES = ["eng-jira", "ops-trello"]
 
 
-def frame(table: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame([{name: row.get(name) for name in TABLES[table].column_names} for row in rows],
-                        columns=TABLES[table].column_names)
-
-
 def config_for(folder: Path, warehouse: str) -> Config:
-    data = {
-        "warehouse": warehouse,
-        "connections": [
-            {"name": "eng-jira", "tool": "jira", "url": "http://127.0.0.1:9", "projects": ["PLAT"],
-             "auth": {"email": "a@example.com", "token": "jira-token-123"}},
-            {"name": "ops-trello", "tool": "trello", "base_url": "http://127.0.0.1:9",
-             "auth": {"key": "trello-key-123", "token": "trello-token-123"}, "boards": ["board1"]},
-        ],
-        "writeback": {"portfolio": {"trello_board": {"connection": "ops-trello", "id": "pf-board"}}},
-    }
-    path = folder / "pmsync.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return load_config(path)
+    return write_config(folder, {"portfolio": {"trello_board": {"connection": "ops-trello", "id": "pf-board"}}},
+                        warehouse)
 
 
 def task(uid: str, **values: Any) -> dict[str, Any]:
