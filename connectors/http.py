@@ -223,16 +223,24 @@ class BudgetPacer:
             return cls(1, 1.0 / requests_per_second)
         return cls(*budget)
 
-    def wait(self) -> None:
+    def reserve(self) -> float:
+        """Spend the next slot and return how long to wait before using it (0 when one is free now); for callers
+        that wait their own way, such as a coroutine on an event loop."""
         with self._lock:
             now = self.clock()
             while self.sent and now - self.sent[0] >= self.window_s:
                 self.sent.popleft()
+            delay = 0.0
             if len(self.sent) >= self.limit:
-                self.sleep(self.sent[0] + self.window_s - now)
+                delay = max(0.0, self.sent[0] + self.window_s - now)
                 self.sent.popleft()
-                now = self.clock()
-            self.sent.append(now)
+            self.sent.append(now + delay)
+            return delay
+
+    def wait(self) -> None:
+        delay = self.reserve()
+        if delay:
+            self.sleep(delay)
 
 
 def policy_for(rate_limit: Any) -> RetryPolicy:

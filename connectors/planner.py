@@ -54,8 +54,6 @@ import base64
 import hashlib
 import logging
 import threading
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,7 +63,7 @@ import orjson
 
 from connectors.base import Batch, Connector, PersonRecord, ProjectRecord, Write, WriteResult
 from connectors.graph import GraphNotFound, GraphPreconditionFailed, GraphSession, RequestBuilder
-from connectors.http import RequestStats
+from connectors.http import BudgetPacer, RequestStats
 from pmsync.config import PlannerConnection
 from pmsync.errors import ConnectionFailed
 
@@ -332,28 +330,6 @@ class PlanPage:
     final: bool
 
 
-class WindowBudget:
-    """At most `limit` reads in any `window_s` seconds, awaited on the session's loop: concurrent reads would
-    otherwise overrun Graph's per-token budget and pay for it in 429s, i.e. in requests spent for nothing."""
-
-    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit = max(1, limit)
-        self.window_s = window_s
-        self.clock = clock
-        self.sent: deque[float] = deque()
-
-    async def take(self) -> None:
-        """Wait for a slot and spend it (one loop: nothing runs between the check and the spend)."""
-        while True:
-            now = self.clock()
-            while self.sent and now - self.sent[0] >= self.window_s:
-                self.sent.popleft()
-            if len(self.sent) < self.limit:
-                self.sent.append(now)
-                return
-            await asyncio.sleep(self.sent[0] + self.window_s - now)
-
-
 async def gather_in_order(awaitables: Iterable[Awaitable[Any]]) -> list[Any]:
     """Await all at once and return their results in order. The first failure in order is raised, once all have
     ended: nothing is left running on the loop, and which sentence the user reads does not depend on timing."""
@@ -502,7 +478,7 @@ class PlannerConnector(Connector):
         self._container_titles: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self._items_lock = threading.Lock()
         self._slots = asyncio.Semaphore(WORKERS)  # bound to the session's loop on first use
-        self._budget = WindowBudget(*TOKEN_BUDGET)
+        self._budget = BudgetPacer(*TOKEN_BUDGET)
         self._listings: set[PlanListing] = set()
 
     @classmethod
@@ -835,7 +811,7 @@ class PlannerConnector(Connector):
         """GET a resource's JSON through an SDK request builder (or the absolute `url`) on the session's loop, as
         `GraphSession.get_json` does, with at most WORKERS reads in flight and within TOKEN_BUDGET."""
         async with self._slots:
-            await self._budget.take()
+            await asyncio.sleep(self._budget.reserve())
             info = builder.to_get_request_information()
             if url is not None:
                 info.url = url
