@@ -370,6 +370,7 @@ class AsanaConnector(Connector):
         self.status_api = asana.StatusUpdatesApi(self.client)
         self._pool: ThreadPoolExecutor | None = None
         self._walked: list[str] | None = None  # every gid of the last full walk, for the census after it
+        self._scope_vouched = False  # the last pull's events showed that nothing left the projects
         self._fresh_tokens: dict[str, str] = {}
         self._me: str | None = None
         # Tasks with events that are pmsync's own custom-field writes, and tasks with any other event.
@@ -414,6 +415,9 @@ class AsanaConnector(Connector):
         # A full walk from the first project sees every task and subtask: the census after it needs no listing.
         walked: list[str] | None = [] if cursor is None else None
         self._walked = None
+        self._scope_vouched = False
+        # Only a pull that reads every project's events from its stored token can vouch that nothing left them.
+        from_tokens = cursor is not None and state.project is None
         # Each project's events feed is a chain of pages (one sync token after another); the projects' chains are
         # read side by side up front rather than one project after another.
         events = {gid: self.pool().submit(
@@ -431,6 +435,8 @@ class AsanaConnector(Connector):
                                   and record.get("gid"))
                 yield batch
         self._walked = walked
+        self._scope_vouched = from_tokens and all(
+            not feed.walk and not feed.may_leave_scope for feed in (events[gid].result() for gid in self.projects))
 
     def census(self) -> Iterator[str]:
         """Every task gid of the configured projects (ids-only listings), then the hidden subtasks: one
@@ -464,6 +470,16 @@ class AsanaConnector(Connector):
                     if (child.get("num_subtasks") or 0) > 0:
                         deeper.append(child["gid"])
             hidden = deeper
+
+    def census_needed(self) -> bool:
+        """False after an incremental pull that read every project's events from its stored token and met no event
+        that can take a task out of the projects (a deletion, a removal from a project, a new parent or new
+        memberships): the census (an ids listing per project and a subtasks listing per hidden parent, most of an
+        incremental sync's requests) would find nothing. A deletion the events report brings the census back."""
+        return not self._scope_vouched
+
+    def census_scope(self) -> dict[str, Any]:
+        return {"workspace": self.workspace, "projects": sorted(self.projects), "subtasks": self.subtasks}
 
     def has_changes(self, cursor: dict[str, Any] | None) -> bool:
         """One events request per project from its stored sync token: any event, an expired token (412, whose
@@ -698,9 +714,9 @@ class AsanaConnector(Connector):
         return self.workspace
 
     # -- a project's batches ----------------------------------------------------------------------------------
-    def _project_batches(self, project: str, state: PullCursor, events: tuple[bool, str, set[str]], last: bool,
+    def _project_batches(self, project: str, state: PullCursor, events: ProjectEvents, last: bool,
                          ) -> Iterator[Batch]:
-        walk, token, changed = events
+        walk, token, changed = events.walk, events.token, events.changed
         since = None if walk or state.committed.at is None else state.committed.at - self.overlap
         keep_all = walk and state.committed.at is None
         delivered: set[str] = set()
@@ -733,32 +749,31 @@ class AsanaConnector(Connector):
         batch.cursor = state.write()
         yield batch
 
-    def _project_events(self, project: str, pending_token: str, tokens: dict[str, str],
-                        ) -> tuple[bool, str, set[str]]:
-        """(walk the whole project?, the sync token to commit when it is done, gids changed since the stored
-        token). A project walks when it has no usable token (first pull, or expired) or resumes such a walk
+    def _project_events(self, project: str, pending_token: str, tokens: dict[str, str]) -> ProjectEvents:
+        """Walk the whole project?, the sync token to commit when it is done, the gids changed since the stored
+        token, and whether an event may have taken a task out of the project. A project walks when it has no usable token (first pull, or expired) or resumes such a walk
         (`pending_token`, the cursor's for the project it stopped in). Which tasks' events are pmsync's own
         custom-field writes is noted on the way (`_sort_events`). Safe to run for several projects at once."""
         if pending_token:
-            return True, pending_token, set()
+            return ProjectEvents(True, pending_token)
         stored = tokens.get(project)
         noted = self._fresh_tokens.pop(project, None)  # has_changes found the stored token expired
         if not stored or noted:
-            return True, noted or self._fresh_token(project), set()
-        changed: set[str] = set()
-        token = stored
+            return ProjectEvents(True, noted or self._fresh_token(project))
+        feed = ProjectEvents(False, stored)
         while True:
             try:
-                body = self._events_page(project, token)
+                body = self._events_page(project, feed.token)
             except _TokenExpired as expired:
                 log.info("events token of project %s expired; walking the project", project)
-                return True, expired.fresh, set()
+                return ProjectEvents(True, expired.fresh)
             events = body.get("data") or ()
-            changed.update(_changed_gids(events))
+            feed.changed.update(_changed_gids(events))
+            feed.may_leave_scope = feed.may_leave_scope or any(map(_may_leave_scope, events))
             self._sort_events(events)
-            token = body.get("sync") or token
+            feed.token = body.get("sync") or feed.token
             if not body.get("has_more"):
-                return False, token, changed
+                return feed
 
     # -- pmsync's own edits (the push echo) ------------------------------------------------------------------
     def _sort_events(self, events: Iterable[dict[str, Any]]) -> None:
@@ -1035,6 +1050,35 @@ def _event_task(event: dict[str, Any]) -> str | None:
     if resource.get("resource_type") == "story" and parent.get("resource_type") == "task" and parent.get("gid"):
         return str(parent["gid"])
     return None
+
+
+@dataclass
+class ProjectEvents:
+    """What a project's events feed said since its stored sync token (or that the project must be walked)."""
+
+    walk: bool  # no usable token: list the whole project
+    token: str  # the sync token to commit once the project is done
+    changed: set[str] = field(default_factory=set)  # tasks added or changed
+    may_leave_scope: bool = False  # an event that can take a task out of the project (see `_may_leave_scope`)
+
+
+# Task fields whose change can move a task (or a subtask, with its own subtasks) out of the configured projects.
+MEMBERSHIP_FIELDS = frozenset({"parent", "memberships", "projects"})
+
+
+def _may_leave_scope(event: dict[str, Any]) -> bool:
+    """True for an event after which a task may no longer be in the project: deleted, removed (from the project or
+    from its parent), undeleted (a state the census settles), or a change of parent or memberships; also an event
+    too vague to tell. Changes of other fields, added tasks and stories cannot."""
+    if (event.get("resource") or {}).get("resource_type") != "task":
+        return False
+    action = event.get("action")
+    if action == "added":
+        return False
+    if action != "changed":
+        return True
+    change = event.get("change")
+    return not isinstance(change, dict) or change.get("field") in MEMBERSHIP_FIELDS or not change.get("field")
 
 
 def _changed_gids(events: Iterable[dict[str, Any]]) -> set[str]:

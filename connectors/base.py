@@ -155,6 +155,16 @@ class Connector(ABC):
         """Take what pmsync last wrote into this tool, so that a pull can leave out its own edits."""
         self.own_edits = edits
 
+    def census_needed(self) -> bool:
+        """After a pull: must the census run to see deletions? True unless the pull's own change feed showed that
+        nothing can have left the scope (no deletion, no move out); the engine then also checks `census_scope`."""
+        return True
+
+    def census_scope(self) -> Any:
+        """What a census of this connector covers (its containers and what decides membership), as JSON-able
+        data: a census of another scope cannot stand in for this one. None: never skip the census."""
+        return None
+
     def has_changes(self, cursor: dict[str, str] | None) -> bool:
         """A cheap probe: may anything have changed since `cursor`? (True when unsure.)"""
         return True

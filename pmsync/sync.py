@@ -3,7 +3,9 @@
 Every batch is written in one transaction together with its cursor, so a sync killed at any point resumes from
 the last committed batch: upserts are keyed on task_uid and history versions are idempotent, so nothing is
 duplicated and nothing is skipped. After the pull, a census of the ids the tool still has marks the ones it no
-longer has as deleted. The same functions serve `pmsync sync` and the Dagster assets.
+longer has as deleted. An incremental pull whose tool's own change feed proves that nothing left the scope (no
+deletion, no move; see `Connector.census_needed`) needs no census, as long as the last census covered the same scope
+and is less than `CENSUS_MAX_AGE` old. The same functions serve `pmsync sync` and the Dagster assets.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,11 @@ from writeback.ledger import own_edits
 
 log = logging.getLogger("pmsync.sync")
 PULL_CURSOR = "pull"
+# What the last census covered and when: {"scope": connector.census_scope(), "at": ISO instant}.
+CENSUS_CURSOR = "census"
+# A census is taken at least this often even when every pull's change feed vouches for the scope: a safety net for
+# a deletion a feed might not report.
+CENSUS_MAX_AGE = timedelta(hours=24)
 # Pages can be loaded several to a transaction (`sync.commit_every_records` / `commit_every_seconds`): a load has a
 # fixed cost (statements, frames) that a 100-task page would otherwise pay alone. The cursor committed with a group
 # is that of its last page, so a crash still resumes with neither gap nor duplicate; it only redoes more pages.
@@ -56,6 +63,7 @@ class SyncResult:
     loaded: int = 0
     quarantined: int = 0
     deleted: int = 0
+    census_skipped: bool = False
     error: str | None = None
 
     @property
@@ -114,10 +122,14 @@ def sync_connection(
         if connector.echoes_skipped:
             log.info("%s: %d changed tasks left out, changed only by pmsync's own write-back", name,
                      connector.echoes_skipped)
-        if census:
+        if census and census_vouched(warehouse, connector, mode, lock):
+            result.census_skipped = True
+            log.info("%s: no census needed: the pull's change feed shows nothing left the scope", name)
+        elif census:
             live = set(connector.census())
-            with lock:
+            with lock, warehouse.transaction():
                 result.deleted = mark_missing_as_deleted(warehouse, name, live)
+                record_census(warehouse, connector)
         result.status = "succeeded"
     except Exception as exc:
         result.status = "failed"
@@ -132,6 +144,35 @@ def sync_connection(
                 records_loaded=result.loaded, records_quarantined=result.quarantined, records_deleted=result.deleted,
             )
     return result
+
+
+def census_vouched(warehouse: Warehouse, connector: Connector, mode: str, lock: threading.Lock) -> bool:
+    """True when the census may be skipped: an incremental pull whose change feed saw nothing leave the scope, and
+    a census of the same scope taken less than `CENSUS_MAX_AGE` ago (a changed configuration, a new mapping of the
+    scope, or a census never taken means one is due)."""
+    if mode != "incremental" or connector.census_needed():
+        return False
+    scope = connector.census_scope()
+    if scope is None:
+        return False
+    with lock:
+        stored = warehouse.get_cursor(connector.name, CENSUS_CURSOR)
+    if stored is None:
+        return False
+    try:
+        last = orjson.loads(stored)
+        at = datetime.fromisoformat(last["at"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return False
+    return last.get("scope") == scope and datetime.now(UTC) - at < CENSUS_MAX_AGE
+
+
+def record_census(warehouse: Warehouse, connector: Connector) -> None:
+    """Note (in the census's transaction) which scope the census just covered, and when."""
+    scope = connector.census_scope()
+    if scope is not None:
+        at = datetime.now(UTC).isoformat()
+        warehouse.set_cursor(connector.name, CENSUS_CURSOR, orjson.dumps({"scope": scope, "at": at}).decode())
 
 
 def pulled_ahead(batches: Iterable[Batch], thread_name: str, depth: int = PULL_AHEAD) -> Iterator[Batch]:

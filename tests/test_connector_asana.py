@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import connectors.asana as asana_module
 from connectors.asana import TASK_FIELDS, AsanaConnector, PullCursor
 from connectors.base import Batch
 from mappings.mapping import load_mapping
@@ -23,7 +24,7 @@ from mappings.normalize import normalize_tasks
 from pmsync.config import AsanaConnection
 from pmsync.errors import ConnectionFailed
 from pmsync.links import resolve_url_links
-from pmsync.sync import sync_connection
+from pmsync.sync import CENSUS_CURSOR, CENSUS_MAX_AGE, sync_connection
 from sandbox import ids
 from sandbox.core import CREDENTIALS, RateLimit
 from sandbox.generator import (
@@ -282,10 +283,12 @@ def test_incremental_sync_after_ten_changes_pulls_only_those(box, warehouse, con
     assert result.ok and result.mode == "incremental" and result.pulled == len(changed)
     projects = len(p.projects_of(ASANA))
     # pull: per project a project read, an events read and one listing page; a stories read per changed task and
-    # a task read per changed subtask. census: one ids page per project and one subtasks listing per hidden parent.
+    # a task read per changed subtask. No census: every project's events were read from its token and none can
+    # have taken a task out of the projects (the census would cost an ids page per project and a subtasks listing
+    # per hidden parent).
     pull_cost = 3 * projects + len(changed) + len(subtasks)
-    census_cost = projects + hidden_parents(box)
-    assert int(last_run(warehouse)["requests"]) == pull_cost + census_cost
+    assert result.census_skipped
+    assert int(last_run(warehouse)["requests"]) == pull_cost
     tasks = warehouse.read("tasks").set_index("task_uid")
     for i in changed:
         assert tasks.loc[task_uid(p, i), "due_date"].date() == day_to_date(int(t.due[i]))
@@ -349,6 +352,62 @@ def test_deleted_tasks_get_deleted_at_and_nothing_else_changes(box, warehouse) -
     assert after.drop(index=uids)["deleted_at"].isna().all()
     stable = [c for c in after.columns if c not in ("deleted_at", "last_synced_at")]
     pd.testing.assert_frame_equal(after.drop(index=uids)[stable], before.drop(index=uids)[stable])
+
+
+def census_cursor(warehouse: Warehouse) -> dict[str, Any]:
+    return orjson.loads(warehouse.get_cursor(CONNECTION, CENSUS_CURSOR))
+
+
+def test_a_deletion_in_the_events_brings_the_census_back_and_it_notes_its_scope(box, warehouse) -> None:
+    p, t = box.portfolio, box.portfolio.tasks
+    sync(box, warehouse, full=True)
+    assert census_cursor(warehouse)["scope"]["projects"] == sorted(connection(box).projects)
+    box.call(p.set_due, asana_tasks(box)[5], int(t.due[asana_tasks(box)[5]]) + 2)
+    assert sync(box, warehouse).census_skipped
+    hidden = next(i for i in asana_tasks(box) if t.kind[i] == SUBTASK)
+    box.call(p.delete, hidden)  # a subtask no project lists: only the events (or a census) can tell
+    result = sync(box, warehouse)
+    assert not result.census_skipped and result.deleted == 1
+    tasks = warehouse.read("tasks").set_index("task_uid")
+    assert pd.notna(tasks.loc[task_uid(p, hidden), "deleted_at"])
+
+
+def test_a_census_is_taken_when_the_last_one_is_old_or_covered_another_scope(box, warehouse) -> None:
+    p, t = box.portfolio, box.portfolio.tasks
+    sync(box, warehouse, full=True)
+    stored = census_cursor(warehouse)
+    stale = {**stored, "at": (datetime.now(UTC) - CENSUS_MAX_AGE - timedelta(minutes=1)).isoformat()}
+    warehouse.set_cursor(CONNECTION, CENSUS_CURSOR, orjson.dumps(stale).decode())
+    i = asana_tasks(box)[3]
+    box.call(p.set_due, i, int(t.due[i]) + 1)
+    assert not sync(box, warehouse).census_skipped  # a day old: taken again, and noted
+    assert datetime.fromisoformat(census_cursor(warehouse)["at"]) > datetime.now(UTC) - timedelta(minutes=5)
+
+    # Another scope: subtasks off. Its census must run (and mark the subtasks no project lists as gone).
+    box.call(p.set_due, i, int(t.due[i]) + 1)
+    connector = AsanaConnector.from_config(connection(box, subtasks=False))
+    try:
+        result = sync_connection(connector, load_mapping("asana"), warehouse)
+    finally:
+        connector.close()
+    assert not result.census_skipped and result.deleted == sum(1 for k in asana_tasks(box) if t.kind[k] == SUBTASK)
+    assert census_cursor(warehouse)["scope"]["subtasks"] is False
+
+
+@pytest.mark.parametrize(("event", "leaves"), [
+    ({"action": "changed", "resource": {"resource_type": "task"}, "change": {"field": "due_on"}}, False),
+    ({"action": "added", "resource": {"resource_type": "task"}, "parent": {"resource_type": "project"}}, False),
+    ({"action": "added", "resource": {"resource_type": "story"}}, False),
+    ({"action": "removed", "resource": {"resource_type": "story"}}, False),
+    ({"action": "deleted", "resource": {"resource_type": "task"}}, True),
+    ({"action": "removed", "resource": {"resource_type": "task"}, "parent": {"resource_type": "project"}}, True),
+    ({"action": "undeleted", "resource": {"resource_type": "task"}}, True),
+    ({"action": "changed", "resource": {"resource_type": "task"}, "change": {"field": "parent"}}, True),
+    ({"action": "changed", "resource": {"resource_type": "task"}, "change": {"field": "memberships"}}, True),
+    ({"action": "changed", "resource": {"resource_type": "task"}}, True),
+])
+def test_only_deletions_removals_and_moves_can_take_a_task_out_of_the_projects(event, leaves) -> None:
+    assert asana_module._may_leave_scope(event) is leaves
 
 
 def test_a_malformed_record_is_quarantined_while_the_rest_loads(box, warehouse) -> None:
