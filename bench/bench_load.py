@@ -1,7 +1,7 @@
 """Normalize and load alone, in one process, against the 100,000 tasks/s target (issue 8).
 
 Starts the sandbox in this process at `--size N` with no latency and no rate limits, runs one full `run_sync`
-while spooling every input `pmsync.sync.load_batch` is handed (bench/stages.py's LoadRecorder), then replays the
+while spooling every batch `pmsync.sync.prepare_batch` is handed (bench/stages.py's LoadRecorder), then replays the
 spool `--repeats` times: normalize alone, and normalize and load into a fresh DuckDB file, grouped into
 transactions as `pmsync sync` groups them by default (bench/stages.py's replay, shared with `make bench`). Prints
 the best tasks/s of each, the ratio to the target, and a cProfile top list of one more replay.
@@ -21,7 +21,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import pmsync.sync as sync_module  # noqa: E402
 from bench.stages import LoadRecorder, profiled_replay, read_spool, replay, timed_sync  # noqa: E402
 from pmsync.config import load_config  # noqa: E402
 
@@ -31,11 +30,10 @@ AS_OF = date(2026, 11, 22)
 
 
 def spool_sync(size: int, spool: Path) -> float:
-    """One full sync of a fresh sandbox into a scratch DuckDB file, spooling every load_batch input to `spool`;
+    """One full sync of a fresh sandbox into a scratch DuckDB file, spooling every batch `prepare_batch` is handed to `spool`;
     returns its wall time."""
     from sandbox.server import Sandbox
 
-    inner = sync_module.load_batch
     with tempfile.TemporaryDirectory(prefix="pmsync-bench-sync-") as tmp, \
             Sandbox(size=size, seed=SEED, as_of=AS_OF, latency_s=0.0, rate_limits=False) as box:
         config = load_config(box.write_config(Path(tmp) / "pmsync.yaml", warehouse=f"duckdb:///{tmp}/sync.duckdb"))
@@ -44,7 +42,6 @@ def spool_sync(size: int, spool: Path) -> float:
             figures = timed_sync(config, full=True, recorder=recorder)
         finally:
             recorder.close()
-            sync_module.load_batch = inner
     if figures["failures"]:
         raise SystemExit(f"the full sync failed: {figures['failures']}")
     return figures["seconds"]

@@ -4,7 +4,7 @@ For each size, `pmsync sandbox` runs in its own process (50 ms per request, rate
 in child processes (bench/stages.py) whose peak memory is read from /proc: a full sync, the schedule, two pushes;
 then, twice, 1% of the tasks get a new due date through the vendors' own write APIs (bench/changes.py) and an
 incremental sync, schedule and push follow (the first also reads the first push's echo; the second is the steady
-state, after a push of 1%); then the raw pages the full pull handed to `load_batch` are normalized and loaded
+state, after a push of 1%); then the raw pages the full pull handed to `prepare_batch` are normalized and loaded
 again alone into a fresh DuckDB file. Minimum requests come from the sandbox's own data (bench/minimum.py).
 
 Writes bench/results/latest.json (a list of {name, value, unit, target, met}, with the sandbox and schedule

@@ -1,7 +1,7 @@
 """pmsync's own work for one benchmark size, run in a child process so that its peak memory is pmsync's alone.
 
-`python bench/stages.py full --config PATH --out JSON --spool DIR`: a full sync (every raw page handed to
-`load_batch` is timed and spooled to DIR), the schedule, then two pushes. `incremental`: an incremental sync, the
+`python bench/stages.py full --config PATH --out JSON --spool DIR`: a full sync (every batch handed to
+`prepare_batch` is timed and spooled to DIR), the schedule, then two pushes. `incremental`: an incremental sync, the
 schedule, the push plan and a push. `replay --spool DIR --out JSON`: normalize and load the spooled pages into a
 fresh DuckDB file, timed alone, with a profile of where that time goes. `memory --config PATH --out JSON`: a full
 sync, the schedule and the push plan, for peak memory at sizes where the timed run would take hours
@@ -67,7 +67,8 @@ def emulator_writes(config: Config) -> int:
 
 
 class LoadRecorder:
-    """Wraps `pmsync.sync.load_batch`: times every call and spools its inputs (up to a cap) for the replay."""
+    """Wraps `pmsync.sync.prepare_batch` and `write_batch` while installed: times both (normalize on the pull's
+    thread, the write under the warehouse's lock) and spools the batches prepared (up to a cap) for the replay."""
 
     def __init__(self, spool: Path | None) -> None:
         self.seconds: dict[str, float] = {}
@@ -75,22 +76,38 @@ class LoadRecorder:
         self.spooled = 0
         self._lock = threading.Lock()
         self._file = (spool / "batches.pickle").open("wb") if spool else None
-        self._inner = sync_module.load_batch
+        self._prepare = sync_module.prepare_batch
+        self._write = sync_module.write_batch
 
-    def __call__(self, warehouse: Any, connection: str, tool: str, batch: Any, mapping: Any, timezone: str,
-                 run_id: str, state: Any = None) -> tuple[int, int]:
+    def install(self) -> None:
+        sync_module.prepare_batch, sync_module.write_batch = self.prepare, self.write
+
+    def uninstall(self) -> None:
+        sync_module.prepare_batch, sync_module.write_batch = self._prepare, self._write
+
+    def _count(self, connection: str, seconds: float, tasks: int = 0) -> None:
+        with self._lock:
+            self.seconds[connection] = self.seconds.get(connection, 0.0) + seconds
+            self.tasks[connection] = self.tasks.get(connection, 0) + tasks
+
+    def prepare(self, connection: str, tool: str, batch: Any, mapping: Any, timezone: str, state: Any = None) -> Any:
         if self._file is not None and self.spooled < SPOOL_MAX_RECORDS:
             with self._lock:
                 pickle.dump((connection, tool, batch, mapping, timezone), self._file, pickle.HIGHEST_PROTOCOL)
                 self.spooled += len(batch.records)
         started = time.perf_counter()
-        loaded, quarantined = self._inner(warehouse, connection, tool, batch, mapping, timezone, run_id, state)
-        with self._lock:
-            self.seconds[connection] = self.seconds.get(connection, 0.0) + time.perf_counter() - started
-            self.tasks[connection] = self.tasks.get(connection, 0) + loaded
+        prepared = self._prepare(connection, tool, batch, mapping, timezone, state)
+        self._count(connection, time.perf_counter() - started)
+        return prepared
+
+    def write(self, warehouse: Any, prepared: Any, run_id: str) -> tuple[int, int]:
+        started = time.perf_counter()
+        loaded, quarantined = self._write(warehouse, prepared, run_id)
+        self._count(prepared.connection, time.perf_counter() - started, loaded)
         return loaded, quarantined
 
     def close(self) -> None:
+        self.uninstall()
         if self._file is not None:
             self._file.close()
 
@@ -98,7 +115,7 @@ class LoadRecorder:
 def timed_sync(config: Config, full: bool, recorder: LoadRecorder | None = None) -> dict[str, Any]:
     """One `pmsync sync` (all connections, concurrently) with per-connection figures from `sync_runs`."""
     if recorder is not None:
-        sync_module.load_batch = recorder
+        recorder.install()
     started = time.perf_counter()
     outcome = run_sync(config, full=full)
     wall = time.perf_counter() - started
@@ -221,7 +238,7 @@ def read_spool(spool: Path) -> list[tuple]:
 
 
 def normalize_all(batches: list[tuple]) -> float:
-    """Seconds to normalize every spooled page, grouped as `load_batch` sees them (nothing is written)."""
+    """Seconds to normalize every spooled page, grouped as `prepare_batch` sees them (nothing is written)."""
     from mappings.normalize import normalize_tasks
 
     started = time.perf_counter()
@@ -247,16 +264,19 @@ def replay_groups(batches: list[tuple]) -> Iterator[tuple]:
 
 
 def load_all(batches: list[tuple], warehouse: Any) -> tuple[float, int]:
-    """Normalize and load every group into `warehouse`, one transaction each: (seconds, tasks loaded)."""
+    """Normalize and load every group into `warehouse`, one transaction each, as `pmsync sync` does: each group is
+    normalized on a thread of its own ahead of the write (`prepare_batch` on the pull's side), then written under
+    the transaction (`write_batch`): (seconds, tasks loaded)."""
     groups = list(replay_groups(batches))
     run_ids = {connection: warehouse.start_run(connection, "full") for connection in dict.fromkeys(g[0] for g in groups)}
     started = time.perf_counter()
     loaded = 0
     state = sync_module._RunState()
-    for connection, tool, group, mapping, timezone in groups:
+    prepared = (sync_module.prepare_batch(connection, tool, group, mapping, timezone, state)
+                for connection, tool, group, mapping, timezone in groups)
+    for ready in sync_module.pulled_ahead(prepared, "pmsync-replay"):
         with warehouse.transaction():
-            loaded += sync_module.load_batch(warehouse, connection, tool, group, mapping, timezone,
-                                             run_ids[connection], state)[0]
+            loaded += sync_module.write_batch(warehouse, ready, run_ids[ready.connection])[0]
     return time.perf_counter() - started, loaded
 
 

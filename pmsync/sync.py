@@ -110,15 +110,17 @@ def sync_connection(
     state = _RunState()
     try:
         groups = grouped(connector.pull(cursor), commit_every_records, commit_every_seconds)
-        for group in pulled_ahead(groups, f"pmsync-pull-{name}"):
-            result.pulled += len(group.records)
+        # Each group is normalized on the pull's thread, outside the warehouse's lock, so that normalizing the next
+        # group overlaps with writing this one (and with the other connections' writes).
+        prepared = (prepare_batch(name, connector.tool, group, mapping, timezone, state) for group in groups)
+        for ready in pulled_ahead(prepared, f"pmsync-pull-{name}"):
+            result.pulled += len(ready.batch.records)
             with lock, warehouse.transaction():
-                loaded, quarantined = load_batch(warehouse, connector.name, connector.tool, group, mapping, timezone,
-                                                 run_id, state)
+                loaded, quarantined = write_batch(warehouse, ready, run_id)
             result.loaded += loaded
             result.quarantined += quarantined
             if progress:
-                progress.advance(name, len(group.records))
+                progress.advance(name, len(ready.batch.records))
         if connector.echoes_skipped:
             log.info("%s: %d changed tasks left out, changed only by pmsync's own write-back", name,
                      connector.echoes_skipped)
@@ -227,25 +229,55 @@ def _record_stats(result: SyncResult, connector: Connector) -> None:
     result.retries = int(stats["retries"])
 
 
-def load_batch(
-    warehouse: Warehouse, connection: str, tool: str, batch: Batch, mapping: Mapping, timezone: str, run_id: str,
-    state: _RunState | None = None,
-) -> tuple[int, int]:
-    """Write one batch (inside the caller's transaction): tasks, history, links, people, projects, quarantine and
-    the cursor. Returns (tasks loaded, records quarantined).
+@dataclass
+class PreparedBatch:
+    """A pulled group, normalized and ready to be written: its task rows (deduplicated, stamped), their history
+    versions and what failed to normalize. Made on the pull's thread; `write_batch` needs only the warehouse."""
 
-    The normalized rows stay Arrow columns all the way into the database (no pandas frame per batch): a batch
-    costs a fixed handful of statements whatever its size.
-    """
+    connection: str
+    tool: str
+    batch: Batch
+    tasks: pa.Table
+    versions: pa.Table | None
+    quarantined: pd.DataFrame
+    now: pd.Timestamp
+
+
+def prepare_batch(connection: str, tool: str, batch: Batch, mapping: Mapping, timezone: str,
+                  state: _RunState | None = None) -> PreparedBatch:
+    """Normalize one batch (no warehouse needed): task rows as Arrow columns, their type-2 history versions and
+    the quarantine rows of records that failed to normalize or that the connector rejected."""
     page = normalize_tasks(batch.records, mapping, connection, timezone)
     tasks = _dedupe(page.table, state)
     now = pd.Timestamp.now(tz="UTC")
+    versions = None
     if tasks.num_rows:
         stamp = pa.repeat(pa.scalar(now.to_pydatetime(), TIMESTAMP), tasks.num_rows)
         tasks = (tasks.append_column("first_seen_at", stamp).append_column("last_synced_at", stamp)
                  .append_column("deleted_at", pa.nulls(tasks.num_rows, TIMESTAMP)))
+        versions = history_versions(connection, tasks, batch.due_changes)
+    quarantined = page.quarantine
+    if batch.rejected:
+        rejected = pd.DataFrame(
+            [(connection, native_id, orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode(), reason)
+             for native_id, payload, reason in batch.rejected],
+            columns=["connection", "native_id", "raw_payload", "reason"])
+        quarantined = pd.concat([quarantined, rejected], ignore_index=True) if not quarantined.empty else rejected
+    return PreparedBatch(connection, tool, batch, tasks, versions, quarantined, now)
+
+
+def write_batch(warehouse: Warehouse, prepared: PreparedBatch, run_id: str) -> tuple[int, int]:
+    """Write one prepared batch (inside the caller's transaction): tasks, history, links, people, projects,
+    quarantine and the cursor. Returns (tasks loaded, records quarantined).
+
+    The normalized rows stay Arrow columns all the way into the database (no pandas frame per batch): a batch
+    costs a fixed handful of statements whatever its size.
+    """
+    connection, tool, batch, tasks, now = (prepared.connection, prepared.tool, prepared.batch, prepared.tasks,
+                                           prepared.now)
+    if tasks.num_rows:
         warehouse.upsert("tasks", tasks)
-        warehouse.apply_task_versions(history_versions(connection, tasks, batch.due_changes))
+        warehouse.apply_task_versions(prepared.versions)
         warehouse.clear_quarantine(connection, tasks.column("native_id"))
     if batch.projects:
         warehouse.upsert("projects", pa.table({
@@ -260,18 +292,20 @@ def load_batch(
     if batch.people:
         upsert_people(warehouse, connection, batch)
     replace_links(warehouse, connection, batch.covers_links_of, batch.links, now)
-    quarantined = page.quarantine
-    if batch.rejected:
-        rejected = pd.DataFrame(
-            [(connection, native_id, orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode(), reason)
-             for native_id, payload, reason in batch.rejected],
-            columns=["connection", "native_id", "raw_payload", "reason"])
-        quarantined = pd.concat([quarantined, rejected], ignore_index=True) if not quarantined.empty else rejected
+    quarantined = prepared.quarantined
     if not quarantined.empty:
         warehouse.quarantine(quarantined.assign(run_id=run_id, quarantined_at=now))
     if batch.cursor is not None:
         warehouse.set_cursor(connection, PULL_CURSOR, orjson.dumps(batch.cursor).decode())
     return tasks.num_rows, len(quarantined)
+
+
+def load_batch(
+    warehouse: Warehouse, connection: str, tool: str, batch: Batch, mapping: Mapping, timezone: str, run_id: str,
+    state: _RunState | None = None,
+) -> tuple[int, int]:
+    """Normalize and write one batch (inside the caller's transaction): `prepare_batch`, then `write_batch`."""
+    return write_batch(warehouse, prepare_batch(connection, tool, batch, mapping, timezone, state), run_id)
 
 
 def _dedupe(tasks: pa.Table, state: _RunState | None) -> pa.Table:
