@@ -529,7 +529,7 @@ def check_cron(expression: str) -> str:
 class SyncSettings(_Section):
     cron: str = "*/15 * * * *"
     overlap_minutes: int = Field(5, ge=0)
-    concurrency: int = Field(4, ge=1)
+    concurrency: int = Field(8, ge=1)
     # Pages loaded per transaction: up to this many records, or pages pulled within this many seconds.
     commit_every_records: int = Field(5000, ge=1)
     commit_every_seconds: float = Field(1.0, ge=0)

@@ -36,9 +36,9 @@ class SyncOutcome:
         return not self.failures
 
 
-def open_config_warehouse(config: Config) -> Warehouse:
-    """The configured warehouse, migrated."""
-    return open_warehouse(config.warehouse_url)
+def open_config_warehouse(config: Config, *, migrate: bool = True) -> Warehouse:
+    """The configured warehouse, migrated (unless `migrate` is False: this process has just migrated it)."""
+    return open_warehouse(config.warehouse_url, migrate=migrate)
 
 
 def selected_connections(config: Config, names: list[str] | None) -> list:
@@ -64,9 +64,16 @@ def run_sync(
 ) -> SyncOutcome:
     """Pull the selected connections into the warehouse, concurrently, then resolve cross-tool links."""
     connections = selected_connections(config, names)
-    outcome = SyncOutcome()
     with open_config_warehouse(config) as warehouse:
-        parallel_writes = warehouse.dialect == "postgresql"
+        # Held open for the whole run: it was migrated once here, each connection's own session needs no migration,
+        # and DuckDB keeps the file open between them (no re-reading it, no checkpoint as the last session closes).
+        return _run_connections(config, connections, warehouse, full, progress, on_done)
+
+
+def _run_connections(config: Config, connections: list, warehouse: Warehouse, full: bool, progress: Progress | None,
+                     on_done: Callable[[SyncResult], None] | None) -> SyncOutcome:
+    outcome = SyncOutcome()
+    parallel_writes = warehouse.dialect == "postgresql"
     lock = None if parallel_writes else threading.Lock()
     shared_lock = lock or threading.Lock()
 
@@ -78,9 +85,9 @@ def run_sync(
             outcome.failures[connection.name] = redact(str(exc), config)
             return None
         try:
-            with open_config_warehouse(config) as warehouse:
+            with open_config_warehouse(config, migrate=False) as session:
                 result = sync_connection(
-                    connector, load_mapping(connection.tool).with_overrides(mapping_overrides(connection)), warehouse,
+                    connector, load_mapping(connection.tool).with_overrides(mapping_overrides(connection)), session,
                     full=full, timezone=config.timezone, progress=progress, write_lock=own_lock,
                     commit_every_records=config.sync.commit_every_records,
                     commit_every_seconds=config.sync.commit_every_seconds,
@@ -101,9 +108,8 @@ def run_sync(
         for result in pool.map(one, connections):
             if result is not None:
                 outcome.results.append(result)
-    with open_config_warehouse(config) as warehouse:
-        replace_config_links(warehouse, config.links)
-        outcome.links_resolved = resolve_url_links(warehouse)
+    replace_config_links(warehouse, config.links)
+    outcome.links_resolved = resolve_url_links(warehouse)
     return outcome
 
 
