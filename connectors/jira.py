@@ -10,14 +10,21 @@ written in that zone, rounded down to the minute and widened by an overlap windo
 dropped on (id, updated) against the cursor, which names the latest `updated` committed and the ids seen at it.
 
 Costs per pull: `myself` once per connector (the time zone), `project/{key}` per configured project (read
-concurrently, alongside the first search page), one search page per 100 issues, one `remotelink` request per pulled issue (Jira has no bulk read for remote links; adding or
-removing one touches the issue's `updated`, so incremental pulls only ask for changed issues), and the
-`/changelog` pages of issues with more history than the 20 entries a search expands.
+concurrently, alongside the first search page), one search page per 100 issues, one `remotelink` request per
+pulled issue (Jira has no bulk read for remote links; adding or removing one touches the issue's `updated`, so
+incremental pulls only ask for changed issues), and the `/changelog` pages of issues with more history than the 20
+entries a search expands.
+
+A full pull of several projects splits them into up to SEARCH_CHAINS searches that page side by side (each
+`nextPageToken` chain is sequential by nature) and merges their issues back into the single search's order,
+`updated` then id: the cursor after each page means what it means for one search, so a crash resumes alike.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +51,7 @@ CENSUS_PAGE = 5000  # the id-only search's largest page
 CHANGELOG_PAGE = 100
 OVERLAP = timedelta(minutes=5)
 REMOTE_LINK_WORKERS = 4
+SEARCH_CHAINS = 4  # a full pull's searches paging side by side, each over a share of the projects
 TIMEOUT_S = 60.0
 BLOCKS = "Blocks"
 # Remote-link relationships that make the linked object a predecessor of the issue.
@@ -182,6 +190,36 @@ class RunFilter:
 
 def _id_order(issue_id: str) -> tuple[int, str]:
     return (int(issue_id), "") if issue_id.isdigit() else (0, issue_id)
+
+
+EARLIEST = datetime.min.replace(tzinfo=ZoneInfo("UTC"))
+
+
+def search_order(issue: dict[str, Any]) -> tuple[datetime, tuple[int, str]]:
+    """An issue's place in the pull's `ORDER BY updated ASC, id ASC` (unreadable `updated` first: it is passed on
+    for the engine to quarantine and moves no cursor)."""
+    return updated_of(issue) or EARLIEST, _id_order(str(issue.get("id", "")))
+
+
+def project_shares(projects: list[str], chains: int) -> list[list[str]]:
+    """The projects dealt into at most `chains` groups, one search each."""
+    count = max(1, min(chains, len(projects)))
+    return [projects[k::count] for k in range(count)]
+
+
+def merged_pages(streams: list[Iterator[list[dict[str, Any]]]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """The issues of several searches, each in `search_order`, as one stream in that order, `size` to a page. An
+    issue is handed on only once every search has shown one that sorts after it (or ended), so what comes out is
+    exactly what one search over all the projects would have listed."""
+    issues = heapq.merge(*(itertools.chain.from_iterable(stream) for stream in streams), key=search_order)
+    try:
+        while page := list(itertools.islice(issues, size)):
+            yield page
+    finally:
+        for stream in streams:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
 
 
 def due_changes(issue_id: str, histories: Iterable[dict[str, Any]]) -> list[DueChange]:
@@ -347,7 +385,7 @@ class JiraConnector(Connector):
         self._listed = None
         listed: list[str] | None = [] if cursor is None else None
         first = True
-        for page in self._search_pages(jql, self.page_size, ",".join(self.fields), expand="changelog"):
+        for page in self._pull_pages(jql if since is not None else None):
             if listed is not None:
                 listed.extend(str(issue["id"]) for issue in page if isinstance(issue, dict) and "id" in issue)
             fresh = run.fresh(page)
@@ -561,12 +599,25 @@ class JiraConnector(Connector):
             if page.get("isLast", True) or not values or start >= page.get("total", start):
                 return
 
+    def _pull_pages(self, incremental_jql: str | None) -> Iterator[list[dict[str, Any]]]:
+        """The pull's search pages: the incremental search as it is, or for a full pull the projects' searches
+        side by side (`SEARCH_CHAINS`), merged back into one order."""
+        fields = ",".join(self.fields)
+        if incremental_jql is not None or len(self.projects) < 2:
+            jql = incremental_jql or pull_jql(self.projects, None, ZoneInfo("UTC"))
+            return self._search_pages(jql, self.page_size, fields, expand="changelog")
+        streams = [self._search_pages(pull_jql(share, None, ZoneInfo("UTC")), self.page_size, fields,
+                                      expand="changelog", start=True)
+                   for share in project_shares(self.projects, SEARCH_CHAINS)]
+        return merged_pages(streams, self.page_size)
+
     def _search_pages(
-        self, jql: str, max_results: int, fields: str, expand: str | None = None,
+        self, jql: str, max_results: int, fields: str, expand: str | None = None, start: bool = False,
     ) -> Iterator[list[dict[str, Any]]]:
         """The issues of a JQL search, one page at a time, following `nextPageToken`. The next page is asked for
         as soon as a page arrives, so it travels while the caller works on this one (its remote links, the load);
-        at most one page is held ahead."""
+        at most one page is held ahead. With `start`, the first page is asked for now rather than when the pages
+        are first read (searches meant to run side by side)."""
 
         def fetch(token: str | None) -> dict[str, Any]:
             params: dict[str, Any] = {"jql": jql, "fields": fields, "maxResults": max_results}
@@ -576,21 +627,9 @@ class JiraConnector(Connector):
                 params["nextPageToken"] = token
             return self._get("search/jql", params, "the issue search")
 
-        with ThreadPoolExecutor(1, thread_name_prefix=f"jira-{self.name}-search") as ahead:
-            page = fetch(None)
-            while True:
-                token = page.get("nextPageToken")
-                last = not token or page.get("isLast")
-                following = None if last else ahead.submit(fetch, token)
-                try:
-                    yield page.get("issues") or []
-                except GeneratorExit:
-                    if following is not None:
-                        following.cancel()
-                    raise
-                if following is None:
-                    return
-                page = following.result()
+        ahead = ThreadPoolExecutor(1, thread_name_prefix=f"jira-{self.name}-search")
+        first = ahead.submit(fetch, None) if start else None
+        return _chained_pages(fetch, ahead, first)
 
     def _get(self, path: str, params: dict[str, Any] | None, doing: str) -> Any:
         """GET a REST resource as JSON; every failure becomes one sentence naming the site, never a secret."""
@@ -640,6 +679,31 @@ class JiraConnector(Connector):
         return ConnectionFailed(f"Jira at {self.url} answered HTTP {status} to {doing} after "
                                 f"{self.policy.max_attempts} attempts; "
                                 "try again later.")
+
+
+def _chained_pages(fetch: Callable[[str | None], dict[str, Any]], ahead: ThreadPoolExecutor,
+                   first: Any = None) -> Iterator[list[dict[str, Any]]]:
+    """A search's pages through `nextPageToken`, each next page fetched on `ahead` while this one is used; the
+    first from the `first` future when one was started. The executor is shut down however the reading ends."""
+    try:
+        page = first.result() if first is not None else fetch(None)
+        while True:
+            token = page.get("nextPageToken")
+            last = not token or page.get("isLast")
+            following = None if last else ahead.submit(fetch, token)
+            try:
+                yield page.get("issues") or []
+            except GeneratorExit:
+                if following is not None:
+                    following.cancel()
+                raise
+            if following is None:
+                return
+            page = following.result()
+    finally:
+        if first is not None:
+            first.cancel()
+        ahead.shutdown(wait=True)
 
 
 def _comment_updated(response: requests.Response) -> str | None:

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+import connectors.jira as jira_module
 from connectors.base import Batch
 from connectors.jira import (
     REMOTE_LINK_WORKERS,
@@ -333,8 +334,10 @@ def test_census_lists_every_issue_and_misses_a_deleted_one(box: Sandbox, connect
     assert set(connector.census()) == every - {native_id(p, gone)}
 
 
-def test_the_next_search_page_travels_while_the_remote_links_of_this_one_are_read(box: Sandbox, connect) -> None:
+def test_the_next_search_page_travels_while_the_remote_links_of_this_one_are_read(box: Sandbox, connect,
+                                                                                  monkeypatch) -> None:
     assert len(jira_tasks(box)) > 100  # at least two search pages
+    monkeypatch.setattr(jira_module, "SEARCH_CHAINS", 1)  # one search over both projects: a chain of pages
     emulator = box.emulators["jira"]
     connector = connect(box)
     emulator.settings.latency_s = 0.2  # long enough that requests sent together are seen together
@@ -343,6 +346,42 @@ def test_the_next_search_page_travels_while_the_remote_links_of_this_one_are_rea
     assert len(pulled) == len(jira_tasks(box))
     # The remote-link reads of the first page (REMOTE_LINK_WORKERS at a time) and the second page's search.
     assert box.call(lambda: emulator.stats.peak_in_flight) == REMOTE_LINK_WORKERS + 1
+
+
+def test_a_full_pull_searches_the_projects_side_by_side_and_merges_them_into_one_order(box: Sandbox, connect,
+                                                                                       monkeypatch) -> None:
+    """Two projects, two searches in flight together; the issues, their pages and every batch's cursor are those
+    of the one search over both projects."""
+    emulator = box.emulators["jira"]
+
+    def full_pull(chains: int) -> tuple[list[list[str]], list[Any], int]:
+        monkeypatch.setattr(jira_module, "SEARCH_CHAINS", chains)
+        connector = connect(box, remote_links=False)
+        emulator.settings.latency_s = 0.2
+        box.call(emulator.reset_stats)
+        batches = list(connector.pull(None))
+        emulator.settings.latency_s = 0.0
+        searches = box.call(lambda: emulator.stats.by_route["GET /rest/api/{version}/search/jql"])
+        return [[r["id"] for r in b.records] for b in batches], [b.cursor for b in batches], searches
+
+    chains = jira_module.SEARCH_CHAINS
+    one_ids, one_cursors, one_searches = full_pull(1)
+    ids_side_by_side, cursors, searches = full_pull(chains)
+    assert len(connection(box).projects) == 2
+    assert box.call(lambda: emulator.stats.peak_in_flight) >= 2 + 2  # both searches' first pages, the projects
+    assert ids_side_by_side == one_ids and cursors == one_cursors
+    assert sum(map(len, one_ids)) == len(jira_tasks(box))
+    assert searches <= one_searches + 1  # a page more at most: one chain's last page may be short
+
+
+def test_merged_pages_hold_back_an_issue_until_every_search_has_passed_it() -> None:
+    def issue(issue_id: str, minute: int) -> dict[str, Any]:
+        return {"id": issue_id, "fields": {"updated": f"2026-11-01T10:{minute:02d}:00.000+0000"}}
+
+    first = iter([[issue("10", 1), issue("12", 5)], [issue("13", 9)]])
+    second = iter([[issue("11", 1), issue("20", 2)], [issue("21", 5), issue("22", 7)]])
+    pages = list(jira_module.merged_pages([first, second], 3))
+    assert [[i["id"] for i in page] for page in pages] == [["10", "11", "20"], ["12", "21", "22"], ["13"]]
 
 
 def test_census_after_a_full_pull_reuses_its_listing_and_after_an_incremental_one_searches(box: Sandbox,
