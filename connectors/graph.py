@@ -236,10 +236,15 @@ class GraphSession:
 
     def get_bytes(self, builder: RequestBuilder, doing: str, url: str | None = None) -> bytes:
         """GET a resource's raw bytes (redirects followed), failures as one ConnectionFailed sentence."""
+        return self.run(self.fetch_bytes(builder, doing, url))
+
+    async def fetch_bytes(self, builder: RequestBuilder, doing: str, url: str | None = None) -> bytes:
+        """`get_bytes` as a coroutine, for callers already running on the session's loop (several reads in
+        flight at once)."""
         info = builder.to_get_request_information()
         if url is not None:
             info.url = url
-        return self.run(self._send(info, doing))
+        return await self._send(info, doing)
 
     def send_json(self, method: str, builder: RequestBuilder, doing: str, body: dict[str, Any] | None = None,
                   headers: dict[str, str] | None = None) -> Any:

@@ -812,10 +812,7 @@ class PlannerConnector(Connector):
         `GraphSession.get_json` does, with at most WORKERS reads in flight and within TOKEN_BUDGET."""
         async with self._slots:
             await asyncio.sleep(self._budget.reserve())
-            info = builder.to_get_request_information()
-            if url is not None:
-                info.url = url
-            body = await self.session._send(info, doing)
+            body = await self.session.fetch_bytes(builder, doing, url)
         return orjson.loads(body) if body else None
 
     async def read_buckets(self, plan_id: str) -> dict[str, str]:
