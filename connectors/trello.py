@@ -554,28 +554,32 @@ class TrelloConnector(Connector):
     def census(self) -> Iterator[str]:
         """Every card id of the configured boards, archived ones included (1000 ids per request); a board whose
         every card this connector's pull just listed is not listed again."""
+        unlisted = [board_id for board_id in self.boards if board_id not in self._listed]
+        # The boards not just listed are listed side by side (a board's pages still follow one another).
+        listings = {board_id: self.board_pool().submit(self._card_ids, board_id) for board_id in unlisted}
         for board_id in self.boards:
-            if board_id in self._listed:
-                yield from self._listed[board_id]
-                continue
-            for page in self._pages(f"boards/{board_id}/cards/all", {"fields": "id"}, f"listing board {board_id}"):
-                for card in page:
-                    yield card["id"]
+            yield from self._listed[board_id] if board_id in self._listed else listings[board_id].result()
+
+    def _card_ids(self, board_id: str) -> list[str]:
+        """Every card id of a board, archived ones included (1000 ids per request)."""
+        return [card["id"] for page in self._pages(f"boards/{board_id}/cards/all", {"fields": "id"},
+                                                   f"listing board {board_id}") for card in page]
 
     def has_changes(self, cursor: dict[str, str] | None) -> bool:
         """True when any board has an action after its cursor (one request per board), or is not in it."""
         if not cursor:
             return True
-        for board_id in self.boards:
-            if board_id not in cursor:
-                return True
+        if any(board_id not in cursor for board_id in self.boards):
+            return True
+
+        def changed(board_id: str) -> bool:
             since, seen = since_of(cursor[board_id])
             newest = self._get(f"boards/{board_id}/actions", {
                 "filter": WATCHED_ACTIONS, "since": since, "limit": len(seen) + 1, "fields": "id",
                 "memberCreator": "false"}, f"probing board {board_id} for changes")
-            if any(action["id"] not in seen for action in newest or []):
-                return True
-        return False
+            return any(action["id"] not in seen for action in newest or [])
+
+        return any(self.board_pool().map(changed, self.boards))  # the boards probed side by side
 
     def close(self) -> None:
         if self._abandon is not None:

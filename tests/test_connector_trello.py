@@ -414,8 +414,17 @@ def test_has_changes_probes_one_action_per_board(box: Sandbox, connect) -> None:
     p = box.portfolio
     cursor = list(connect(box).pull(None))[-1].cursor
     probe = connect(box)
+    emulator = box.emulators["trello"]
+    emulator.settings.latency_s = 0.2  # long enough that requests sent together are seen together
+    box.call(emulator.reset_stats)
     assert not probe.has_changes(cursor)
     assert probe.stats.requests == boards(box)
+    # The boards are probed side by side, and listed side by side by a census after an incremental pull.
+    assert boards(box) >= 2 and box.call(lambda: emulator.stats.peak_in_flight) == boards(box)
+    box.call(emulator.reset_stats)
+    assert len(list(probe.census())) == len(cards(box))
+    assert box.call(lambda: emulator.stats.peak_in_flight) == boards(box)
+    emulator.settings.latency_s = 0.0
     assert connect(box).has_changes(None)
     i = cards(box)[0]
     box.call(p.set_due, i, int(p.tasks.due[i]) + 1 if p.tasks.due[i] != NO_DAY else 20_800)
