@@ -160,6 +160,7 @@ class _NotIso(Exception):
 
 _ISO = r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?)?$"
 _ZONED = r"(Z|[+-]\d{2}:?\d{2})$"
+_UTC_NANOSECONDS = pa.timestamp("ns", "UTC")
 
 
 def _parse_iso(column: pa.Array, kind: str, timezone: str) -> pa.Array:
@@ -168,15 +169,10 @@ def _parse_iso(column: pa.Array, kind: str, timezone: str) -> pa.Array:
     plain = pc.equal(pc.utf8_length(column), 10)
     if kind == "date" and pc.all(plain).as_py():
         return pc.cast(column, pa.date32())
-    # Plain dates are midnight UTC and datetimes without an offset are UTC, as pandas reads them with utc=True.
-    zoned = pc.if_else(
-        plain, pc.binary_join_element_wise(column, "T00:00:00Z", ""),
-        pc.if_else(pc.match_substring_regex(column, _ZONED), column, pc.binary_join_element_wise(column, "Z", "")),
-    )
     # Nanoseconds first: pandas reads a column at the finest precision its values hold, and whether it can hold a
     # year outside 1677-2262 depends on that, so such columns are left to it. Arrow truncates to microseconds
     # towards zero where pandas floors, which differs only before 1970: pandas reads those columns too.
-    nanoseconds = pc.cast(zoned, pa.timestamp("ns", "UTC"))
+    nanoseconds, has_plain = _as_utc_nanoseconds(column, plain)
     if pc.less(pc.min(pc.cast(nanoseconds, pa.int64())), 0).as_py():
         raise _NotIso
     instants = pc.cast(nanoseconds, TIMESTAMP, safe=False)
@@ -184,7 +180,32 @@ def _parse_iso(column: pa.Array, kind: str, timezone: str) -> pa.Array:
         return instants
     local = instants if timezone == "UTC" else pc.local_timestamp(pc.cast(instants, pa.timestamp("us", timezone)))
     dates = pc.cast(pc.cast(local, pa.timestamp("us")), pa.date32())
+    if not has_plain:
+        return dates
     return pc.if_else(plain, pc.cast(pc.if_else(plain, column, pa.scalar(None, pa.string())), pa.date32()), dates)
+
+
+def _as_utc_nanoseconds(column: pa.Array, plain: pa.Array) -> tuple[pa.Array, bool]:
+    """ISO 8601 text (checked against _ISO) as UTC nanoseconds, and whether any value was a plain date.
+
+    Plain dates are midnight UTC and datetimes without an offset are UTC, as pandas reads them with utc=True. A
+    column's values nearly always share one form, which Arrow casts whole; only a mixed column has its values
+    rewritten into one form first (a string kernel per form, together several times the cost of the cast).
+    """
+    has_plain = bool(pc.any(plain).as_py())
+    if not has_plain and pc.all(pc.ends_with(column, "Z")).as_py():
+        return pc.cast(column, _UTC_NANOSECONDS), False
+    zoned = pc.match_substring_regex(column, _ZONED)
+    if not has_plain and pc.all(zoned).as_py():
+        return pc.cast(column, _UTC_NANOSECONDS), False
+    if not has_plain and not pc.any(zoned).as_py():
+        # Arrow reads a time without an offset as a naive timestamp, which is UTC once labelled so.
+        return pc.cast(pc.cast(column, pa.timestamp("ns")), _UTC_NANOSECONDS), False
+    text = pc.if_else(
+        plain, pc.binary_join_element_wise(column, "T00:00:00Z", ""),
+        pc.if_else(zoned, column, pc.binary_join_element_wise(column, "Z", "")),
+    )
+    return pc.cast(text, _UTC_NANOSECONDS), has_plain
 
 
 def _parse_times_pandas(column: pa.Array, kind: str, timezone: str) -> tuple[pa.Array, np.ndarray]:
