@@ -15,9 +15,10 @@ pulled issue (Jira has no bulk read for remote links; adding or removing one tou
 incremental pulls only ask for changed issues), and the `/changelog` pages of issues with more history than the 20
 entries a search expands.
 
-A full pull of several projects splits them into up to SEARCH_CHAINS searches that page side by side (each
+A pull of several projects splits them into up to SEARCH_CHAINS searches that page side by side (each
 `nextPageToken` chain is sequential by nature) and merges their issues back into the single search's order,
-`updated` then id: the cursor after each page means what it means for one search, so a crash resumes alike.
+`updated` then id: the cursor after each page means what it means for one search, so a crash resumes alike. An
+incremental pull pays a search request per chain even when one page would hold every change.
 """
 from __future__ import annotations
 
@@ -379,13 +380,12 @@ class JiraConnector(Connector):
         first batch also carries the configured projects."""
         committed = Watermark.from_cursor(cursor)
         since = committed.updated - self.overlap if committed.updated is not None else None
-        jql = pull_jql(self.projects, since, self.zone() if since is not None else ZoneInfo("UTC"))
         projects = self.pool().submit(self.project_records)  # alongside the first search page
         run = RunFilter(committed, self.overlap)
         self._listed = None
         listed: list[str] | None = [] if cursor is None else None
         first = True
-        for page in self._pull_pages(jql if since is not None else None):
+        for page in self._pull_pages(since):
             if listed is not None:
                 listed.extend(str(issue["id"]) for issue in page if isinstance(issue, dict) and "id" in issue)
             fresh = run.fresh(page)
@@ -599,15 +599,17 @@ class JiraConnector(Connector):
             if page.get("isLast", True) or not values or start >= page.get("total", start):
                 return
 
-    def _pull_pages(self, incremental_jql: str | None) -> Iterator[list[dict[str, Any]]]:
-        """The pull's search pages: the incremental search as it is, or for a full pull the projects' searches
-        side by side (`SEARCH_CHAINS`), merged back into one order."""
+    def _pull_pages(self, since: datetime | None) -> Iterator[list[dict[str, Any]]]:
+        """The pull's search pages, of the issues updated at or after `since` (all when None): with several
+        projects, the projects' searches side by side (`SEARCH_CHAINS`), merged back into one order. An
+        incremental pull gains as much as a full one after a mass update (a first push, a bulk edit): the overlap
+        window then holds thousands of issues to page through again."""
         fields = ",".join(self.fields)
-        if incremental_jql is not None or len(self.projects) < 2:
-            jql = incremental_jql or pull_jql(self.projects, None, ZoneInfo("UTC"))
-            return self._search_pages(jql, self.page_size, fields, expand="changelog")
-        streams = [self._search_pages(pull_jql(share, None, ZoneInfo("UTC")), self.page_size, fields,
-                                      expand="changelog", start=True)
+        zone = self.zone() if since is not None else ZoneInfo("UTC")
+        if len(self.projects) < 2:
+            return self._search_pages(pull_jql(self.projects, since, zone), self.page_size, fields, expand="changelog")
+        streams = [self._search_pages(pull_jql(share, since, zone), self.page_size, fields, expand="changelog",
+                                      start=True)
                    for share in project_shares(self.projects, SEARCH_CHAINS)]
         return merged_pages(streams, self.page_size)
 

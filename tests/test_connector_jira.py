@@ -231,8 +231,8 @@ def test_incremental_pull_after_ten_due_changes_fetches_only_those(box: Sandbox,
     again = list(connector.pull(cursor))
     assert sorted(pulled_ids(again)) == sorted(native_id(p, i) for i in changed)
     projects = len(p.projects_of(JIRA))
-    # myself + projects + one search page + one remotelink read per changed issue.
-    assert connector.stats.requests == 1 + projects + 1 + len(changed)
+    # myself + projects + one search page per project (side by side) + one remotelink read per changed issue.
+    assert connector.stats.requests == 1 + projects + min(projects, jira_module.SEARCH_CHAINS) + len(changed)
     latest = {c.native_id: c for batch in again for c in batch.due_changes}
     for i in changed:
         assert latest[native_id(p, i)].new_due == day_to_date(int(p.tasks.due[i]))
@@ -311,14 +311,15 @@ def test_pull_sends_the_jql_and_only_the_mappings_fields(box: Sandbox, connect) 
     # The emulator records an exchange after sending it: one more request makes sure the pull's is recorded.
     list(connector.census())
     searches = box.call(lambda: [r for r in emulator.recorded if r.path.endswith("/search/jql")])
-    assert len(searches) == 2
-    query = parse_qs(searches[0].query)
-    assert query["jql"] == [('project in ("PLA", "WEB") AND updated >= "2026/11/21 19:25" '
-                             'ORDER BY updated ASC, id ASC')]
-    sent = set(query["fields"][0].split(","))
+    assert len(searches) == 3  # a search per project, side by side, and the census
+    queries = [parse_qs(search.query) for search in searches[:2]]
+    assert sorted(query["jql"][0] for query in queries) == [
+        f'project in ("{key}") AND updated >= "2026/11/21 19:25" ORDER BY updated ASC, id ASC' for key in ("PLA", "WEB")]
     read = {path.split(".")[1] for path, _ in load_mapping("jira").paths().values() if path.startswith("fields.")}
-    assert read <= sent and sent - read <= {"issuelinks", "updated", "assignee"}
-    assert query["expand"] == ["changelog"]
+    for query in queries:
+        sent = set(query["fields"][0].split(","))
+        assert read <= sent and sent - read <= {"issuelinks", "updated", "assignee"}
+        assert query["expand"] == ["changelog"]
 
 
 # -- deletions ------------------------------------------------------------------------------------------------
