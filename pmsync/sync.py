@@ -177,10 +177,11 @@ def record_census(warehouse: Warehouse, connector: Connector) -> None:
         warehouse.set_cursor(connector.name, CENSUS_CURSOR, orjson.dumps({"scope": scope, "at": at}).decode())
 
 
-def pulled_ahead(batches: Iterable[Batch], thread_name: str, depth: int = PULL_AHEAD) -> Iterator[Batch]:
-    """The batches, pulled on a thread of their own up to `depth` ahead of the caller: the pull keeps its requests
-    going while the caller loads (each load commits its own cursor, so a crash still resumes exactly where the
-    last commit left off; what was pulled ahead is pulled again). The pull has ended, its generator's last lines
+def pulled_ahead(batches: Iterable[PreparedBatch], thread_name: str, depth: int = PULL_AHEAD,
+                 ) -> Iterator[PreparedBatch]:
+    """The batches, pulled and prepared on a thread of their own up to `depth` ahead of the caller: the pull keeps
+    its requests going while the caller writes (each write commits its own cursor, so a crash still resumes exactly
+    where the last commit left off; what was pulled ahead is pulled again). The pull has ended, its generator's last lines
     included, before this returns; if the caller stops early (a failed load), the pull is closed at its next
     batch."""
     return read_ahead(batches, thread_name, depth)
