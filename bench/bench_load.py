@@ -30,8 +30,8 @@ AS_OF = date(2026, 11, 22)
 
 
 def spool_sync(size: int, spool: Path) -> float:
-    """One full sync of a fresh sandbox into a scratch DuckDB file, spooling every batch `prepare_batch` is handed to `spool`;
-    returns its wall time."""
+    """One full sync of a fresh sandbox into a scratch DuckDB file, spooling every batch `prepare_batch` is handed
+    to `spool`; returns its wall time."""
     from sandbox.server import Sandbox
 
     with tempfile.TemporaryDirectory(prefix="pmsync-bench-sync-") as tmp, \

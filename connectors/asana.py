@@ -23,7 +23,8 @@ Costs: full pull = per project 1 project read + 1 events read (the 412 that hand
 plus one subtasks request per task with subtasks, plus one stories request per task. Incremental pull = per
 project 1 project read + events pages (100 events each) + listing pages of changed tasks, plus one stories
 request per changed task and one task read per changed hidden subtask. Census = listing pages (ids only) plus one
-subtasks request per parent whose subtasks are not all listed in a configured project.
+subtasks request per parent whose subtasks are not all listed in a configured project; none after an incremental
+pull whose events (read from every project's token) hold no deletion, removal or move (`census_needed`).
 
 Write-back: pmsync's custom fields are found by name in the workspace (read once per push); a task "has them"
 when it is listed in a configured project whose custom field settings hold them (settings read once per project,
@@ -751,8 +752,9 @@ class AsanaConnector(Connector):
 
     def _project_events(self, project: str, pending_token: str, tokens: dict[str, str]) -> ProjectEvents:
         """Walk the whole project?, the sync token to commit when it is done, the gids changed since the stored
-        token, and whether an event may have taken a task out of the project. A project walks when it has no usable token (first pull, or expired) or resumes such a walk
-        (`pending_token`, the cursor's for the project it stopped in). Which tasks' events are pmsync's own
+        token, and whether an event may have taken a task out of the project. A project walks when it has no usable
+        token (first pull, or expired) or resumes such a walk (`pending_token`, the cursor's for the project it
+        stopped in). Which tasks' events are pmsync's own
         custom-field writes is noted on the way (`_sort_events`). Safe to run for several projects at once."""
         if pending_token:
             return ProjectEvents(True, pending_token)

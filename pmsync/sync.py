@@ -181,9 +181,9 @@ def pulled_ahead(batches: Iterable[PreparedBatch], thread_name: str, depth: int 
                  ) -> Iterator[PreparedBatch]:
     """The batches, pulled and prepared on a thread of their own up to `depth` ahead of the caller: the pull keeps
     its requests going while the caller writes (each write commits its own cursor, so a crash still resumes exactly
-    where the last commit left off; what was pulled ahead is pulled again). The pull has ended, its generator's last lines
-    included, before this returns; if the caller stops early (a failed load), the pull is closed at its next
-    batch."""
+    where the last commit left off; what was pulled ahead is pulled again). The pull has ended, its generator's
+    last lines included, before this returns; if the caller stops early (a failed write), the pull is closed at
+    its next batch."""
     return read_ahead(batches, thread_name, depth)
 
 

@@ -25,6 +25,7 @@ from sandbox.core import CREDENTIALS, Emulator, EmulatorSettings
 from sandbox.generator import ASANA, JIRA, MSPROJECT, PLANNER, TRELLO, Portfolio, generate
 
 VENDORS = ("jira", "asana", "trello", "graph")
+GRACEFUL_SHUTDOWN_S = 3  # how long a stopping sandbox waits for requests still in flight
 # The API root each connection talks to, below the emulator's base URL.
 API_ROOTS = {"jira": "", "asana": "/api/1.0", "trello": "/1", "graph": "/v1.0"}
 CONNECTION_NAMES = {
@@ -125,9 +126,11 @@ class Sandbox:
         if self.tls_files:
             tls = {"ssl_certfile": str(self.tls_files.cert), "ssl_keyfile": str(self.tls_files.key)}
         for vendor, sock in zip(self.vendors, sockets):
+            # A connection still open when the sandbox stops (a client that never hangs up) is cut after a few
+            # seconds rather than waited for: Ctrl-C stops the sandbox promptly.
             config = uvicorn.Config(
                 self.emulators[vendor], log_level="warning", access_log=False, lifespan="off",
-                timeout_keep_alive=30, **tls,
+                timeout_keep_alive=30, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, **tls,
             )
             self._servers.append(uvicorn.Server(config))
 
