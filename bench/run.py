@@ -395,9 +395,9 @@ running test suites while the benchmarks run, so wall times carry noise; request
   Planner tasks get a due date a week later through each vendor's own write API (`bench/changes.py`), and an
   incremental sync, schedule and push follow. The first of those syncs also reads the echo of the first push
   (pmsync's own writes to nearly every task, each a change the tools record); the second is the steady state,
-  where the last push wrote only what the previous 1% changed. Both are held to the 5% target. Minimum requests come from the sandbox's own data (`bench/minimum.py`): Jira and Asana have
-  no bulk read for remote links and for history (stories), so one read per task is part of their minimum and is
-  shown apart. Lower bound of a pull = the longer of (minimum pages x 50 ms / the connector's concurrency) and the
+  where the last push wrote only what the previous 1% changed. Both are held to the 5% target. Minimum requests
+  come from the sandbox's own data (`bench/minimum.py`): Jira and Asana have no bulk read for remote links and for
+  history (stories), so one read per task is part of their minimum and is shown apart. Lower bound of a pull = the longer of (minimum pages x 50 ms / the connector's concurrency) and the
   vendor's fixed request windows for those pages.
 - Rows marked `[sandbox.json]` and `[schedule.json]` are merged from the last run of those two scripts.
 - Normalize and load alone, in a minute and with a profile: `.venv/bin/python bench/bench_load.py --size 10000`

@@ -52,7 +52,7 @@ CENSUS_PAGE = 5000  # the id-only search's largest page
 CHANGELOG_PAGE = 100
 OVERLAP = timedelta(minutes=5)
 REMOTE_LINK_WORKERS = 4
-SEARCH_CHAINS = 4  # a full pull's searches paging side by side, each over a share of the projects
+SEARCH_CHAINS = 4  # a pull's searches paging side by side, each over a share of the projects
 TIMEOUT_S = 60.0
 BLOCKS = "Blocks"
 # Remote-link relationships that make the linked object a predecessor of the issue.
@@ -601,13 +601,14 @@ class JiraConnector(Connector):
 
     def _pull_pages(self, since: datetime | None) -> Iterator[list[dict[str, Any]]]:
         """The pull's search pages, of the issues updated at or after `since` (all when None): with several
-        projects, the projects' searches side by side (`SEARCH_CHAINS`), merged back into one order. An
-        incremental pull gains as much as a full one after a mass update (a first push, a bulk edit): the overlap
-        window then holds thousands of issues to page through again."""
+        projects, the projects' searches side by side (`SEARCH_CHAINS`), merged back into one order. It matters
+        for an incremental pull too after a mass update (a first push, a bulk edit), when the overlap window holds
+        thousands of issues to page through again."""
         fields = ",".join(self.fields)
         zone = self.zone() if since is not None else ZoneInfo("UTC")
         if len(self.projects) < 2:
-            return self._search_pages(pull_jql(self.projects, since, zone), self.page_size, fields, expand="changelog")
+            jql = pull_jql(self.projects, since, zone)
+            return self._search_pages(jql, self.page_size, fields, expand="changelog")
         streams = [self._search_pages(pull_jql(share, since, zone), self.page_size, fields, expand="changelog",
                                       start=True)
                    for share in project_shares(self.projects, SEARCH_CHAINS)]

@@ -314,7 +314,8 @@ def test_pull_sends_the_jql_and_only_the_mappings_fields(box: Sandbox, connect) 
     assert len(searches) == 3  # a search per project, side by side, and the census
     queries = [parse_qs(search.query) for search in searches[:2]]
     assert sorted(query["jql"][0] for query in queries) == [
-        f'project in ("{key}") AND updated >= "2026/11/21 19:25" ORDER BY updated ASC, id ASC' for key in ("PLA", "WEB")]
+        f'project in ("{key}") AND updated >= "2026/11/21 19:25" ORDER BY updated ASC, id ASC'
+        for key in ("PLA", "WEB")]
     read = {path.split(".")[1] for path, _ in load_mapping("jira").paths().values() if path.startswith("fields.")}
     for query in queries:
         sent = set(query["fields"][0].split(","))
