@@ -301,14 +301,6 @@ def write_batch(warehouse: Warehouse, prepared: PreparedBatch, run_id: str) -> t
     return tasks.num_rows, len(quarantined)
 
 
-def load_batch(
-    warehouse: Warehouse, connection: str, tool: str, batch: Batch, mapping: Mapping, timezone: str, run_id: str,
-    state: _RunState | None = None,
-) -> tuple[int, int]:
-    """Normalize and write one batch (inside the caller's transaction): `prepare_batch`, then `write_batch`."""
-    return write_batch(warehouse, prepare_batch(connection, tool, batch, mapping, timezone, state), run_id)
-
-
 def _dedupe(tasks: pa.Table, state: _RunState | None) -> pa.Table:
     """Drop rows already loaded in this run with the same (task, updated): the overlap window re-reads them.
 
