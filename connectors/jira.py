@@ -600,15 +600,12 @@ class JiraConnector(Connector):
                 return
 
     def _pull_pages(self, since: datetime | None) -> Iterator[list[dict[str, Any]]]:
-        """The pull's search pages, of the issues updated at or after `since` (all when None): with several
-        projects, the projects' searches side by side (`SEARCH_CHAINS`), merged back into one order. It matters
-        for an incremental pull too after a mass update (a first push, a bulk edit), when the overlap window holds
-        thousands of issues to page through again."""
+        """The pull's search pages, of the issues updated at or after `since` (all when None): the projects'
+        searches side by side (`SEARCH_CHAINS`, one search for a single project), merged back into one order. It
+        matters for an incremental pull too after a mass update (a first push, a bulk edit), when the overlap
+        window holds thousands of issues to page through again."""
         fields = ",".join(self.fields)
         zone = self.zone() if since is not None else ZoneInfo("UTC")
-        if len(self.projects) < 2:
-            jql = pull_jql(self.projects, since, zone)
-            return self._search_pages(jql, self.page_size, fields, expand="changelog")
         streams = [self._search_pages(pull_jql(share, since, zone), self.page_size, fields, expand="changelog",
                                       start=True)
                    for share in project_shares(self.projects, SEARCH_CHAINS)]
