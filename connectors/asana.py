@@ -56,7 +56,9 @@ log = logging.getLogger("pmsync.connectors.asana")
 
 ASANA_API = "https://app.asana.com/api/1.0"
 PAGE = 100  # Asana's largest page
-OVERLAP = timedelta(minutes=5)
+# The listing starts at the watermark itself: the events feed reports any change the listing misses (one made
+# during the previous pull, one the listing's index shows late), and those tasks are read by gid.
+OVERLAP = timedelta(0)
 # Reads in flight at once (stories, subtasks, task reads). Asana allows 50 concurrent GETs per token; 16 keeps
 # a page's 100 stories reads to about 7 round trips, so a pull is bound by the 1,500-a-minute budget, not by
 # latency. Writes go through the push's own pool (writeback.push.WRITE_WORKERS), under Asana's 15.

@@ -6,8 +6,11 @@ attempt is counted in `stats`. Paging stays here, one `nextPageToken` page at a 
 than one page of the instance.
 
 Incremental pulls filter on `updated`. JQL compares minutes in the user's own time zone, so the lower bound is
-written in that zone, rounded down to the minute and widened by an overlap window; what the window re-reads is
-dropped on (id, updated) against the cursor, which names the latest `updated` committed and the ids seen at it.
+written in that zone, rounded down to the minute; what that minute lists again is dropped on (id, updated) against
+the cursor, which names the latest `updated` committed and the ids seen at it. An overlap window
+(`overlap_minutes`, none by default, as Airbyte's `lookback_window_minutes`) lists that much more before the
+cursor, for changes the search indexed late: the cursor then also keeps the (id, updated) pairs delivered in the
+window, and an issue listed there at any other `updated` is delivered.
 
 Costs per pull: `myself` once per connector (the time zone), `project/{key}` per configured project (read
 concurrently, alongside the first search page), one search page per 100 issues, one `remotelink` request per
@@ -50,7 +53,6 @@ log = logging.getLogger("pmsync.connectors.jira")
 SEARCH_PAGE = 100  # Jira caps pages with fields at about 100 anyway
 CENSUS_PAGE = 5000  # the id-only search's largest page
 CHANGELOG_PAGE = 100
-OVERLAP = timedelta(minutes=5)
 REMOTE_LINK_WORKERS = 4
 SEARCH_CHAINS = 4  # a pull's searches paging side by side, each over a share of the projects
 TIMEOUT_S = 60.0
@@ -128,44 +130,72 @@ def requested_fields(custom_fields: dict[str, str] | None = None) -> list[str]:
 @dataclass
 class Watermark:
     """The latest `updated` committed and the ids seen at exactly that instant: a resumable position in the
-    `updated ASC, id ASC` order."""
+    `updated ASC, id ASC` order. With an overlap window, also the issues delivered within `window` before it, at
+    their latest `updated`: an issue the search lists in the window at any other `updated` was indexed late and
+    is delivered (without a window, whatever sorts before the position counts as delivered)."""
 
     updated: datetime | None = None
     ids: set[str] = field(default_factory=set)
+    window: timedelta = timedelta(0)
+    recent: dict[str, datetime] = field(default_factory=dict)
 
     @classmethod
-    def from_cursor(cls, cursor: dict[str, str] | None) -> Watermark:
+    def from_cursor(cls, cursor: dict[str, str] | None, window: timedelta = timedelta(0)) -> Watermark:
         if not cursor or not cursor.get("updated"):
-            return cls()
+            return cls(window=window)
         ids = {i for i in cursor.get("ids_at_updated", "").split(",") if i}
-        return cls(datetime.fromisoformat(cursor["updated"]), ids)
+        recent = {}
+        if window:
+            for pair in (cursor.get("recent") or "").split(","):
+                issue_id, _, at = pair.partition("@")
+                if issue_id and at:
+                    recent[issue_id] = datetime.fromisoformat(at)
+        return cls(datetime.fromisoformat(cursor["updated"]), ids, window, recent)
 
     def to_cursor(self) -> dict[str, str] | None:
         if self.updated is None:
             return None
-        return {"updated": self.updated.isoformat(), "ids_at_updated": ",".join(sorted(self.ids, key=_id_order))}
+        cursor = {"updated": self.updated.isoformat(),
+                  "ids_at_updated": ",".join(sorted(self.ids, key=_id_order))}
+        if self.window:
+            horizon = self.updated - self.window
+            self.recent = {k: v for k, v in self.recent.items() if v >= horizon}
+            cursor["recent"] = ",".join(f"{k}@{v.isoformat()}" for k, v in sorted(self.recent.items()))
+        return cursor
 
     def covers(self, issue_id: str, updated: datetime) -> bool:
-        """True when this (id, updated) is at or before the watermark, hence already committed."""
-        if self.updated is None:
+        """True when this (id, updated) was committed already: before the window, in the window at the `updated`
+        it was delivered at (or a later one), or at the watermark with its id."""
+        if self.updated is None or updated > self.updated:
             return False
-        return updated < self.updated or (updated == self.updated and issue_id in self.ids)
+        if updated == self.updated:
+            return issue_id in self.ids
+        if updated < self.updated - self.window:
+            return True
+        delivered = self.recent.get(issue_id)
+        return delivered is not None and delivered >= updated
 
     def advance(self, issue_id: str, updated: datetime) -> None:
         if self.updated is None or updated > self.updated:
             self.updated, self.ids = updated, {issue_id}
         elif updated == self.updated:
             self.ids.add(issue_id)
+        if self.window and updated >= self.updated - self.window:
+            self.recent[issue_id] = max(updated, self.recent.get(issue_id, updated))
+
+
+# How far back a pull keeps the (id, updated) pairs it delivered, to drop one its search lists twice (an issue
+# deleted or moved during the pull shifts the next page back onto the last one's tail).
+RUN_HORIZON = timedelta(minutes=5)
 
 
 class RunFilter:
-    """Drops what a pull has already delivered: issues at or before the committed cursor (the overlap window
-    re-reads them) and (id, updated) pairs seen earlier in the run; tracks the position to commit next."""
+    """Drops what a pull has already delivered: issues the committed cursor covers (what the overlap window lists
+    again, see `Watermark`) and (id, updated) pairs seen earlier in the run; tracks the position to commit next."""
 
-    def __init__(self, committed: Watermark, overlap: timedelta) -> None:
+    def __init__(self, committed: Watermark) -> None:
         self.committed = committed
-        self.position = Watermark(committed.updated, set(committed.ids))
-        self.overlap = overlap
+        self.position = Watermark(committed.updated, set(committed.ids), committed.window, dict(committed.recent))
         self.seen: set[tuple[str, datetime]] = set()
 
     def fresh(self, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -184,7 +214,7 @@ class RunFilter:
             out.append(issue)
         if self.position.updated is not None:
             # Only pairs near the position can come again (an ascending order re-reads only its tail).
-            horizon = self.position.updated - self.overlap
+            horizon = self.position.updated - max(RUN_HORIZON, self.position.window)
             self.seen = {key for key in self.seen if key[1] >= horizon}
         return out
 
@@ -333,7 +363,7 @@ class JiraConnector(Connector):
         verify: bool | str = True,
         policy: RetryPolicy | None = None,
         custom_fields: dict[str, str] | None = None,
-        overlap: timedelta = OVERLAP,
+        overlap: timedelta = timedelta(0),
         page_size: int = SEARCH_PAGE,
         pacer: Pacer | None = None,
         read_remote_links: bool = True,
@@ -366,7 +396,7 @@ class JiraConnector(Connector):
             conn.name, conn.url, conn.auth.email, conn.auth.token.get_secret_value(), conn.projects,
             api_version=conn.api_version, verify=conn.tls_verify, policy=policy_for(conn.rate_limit),
             custom_fields=conn.custom_fields, pacer=pacer_for(conn.rate_limit.requests_per_second),
-            read_remote_links=conn.remote_links,
+            read_remote_links=conn.remote_links, overlap=timedelta(minutes=conn.overlap_minutes or 0),
         )
 
     # -- the Connector interface ------------------------------------------------------------------------------
@@ -378,10 +408,10 @@ class JiraConnector(Connector):
     def pull(self, cursor: dict[str, str] | None) -> Iterator[Batch]:
         """One batch per search page of issues updated since `cursor` (all when None), oldest change first; the
         first batch also carries the configured projects."""
-        committed = Watermark.from_cursor(cursor)
+        committed = Watermark.from_cursor(cursor, self.overlap)
         since = committed.updated - self.overlap if committed.updated is not None else None
         projects = self.pool().submit(self.project_records)  # alongside the first search page
-        run = RunFilter(committed, self.overlap)
+        run = RunFilter(committed)
         self._listed = None
         listed: list[str] | None = [] if cursor is None else None
         first = True

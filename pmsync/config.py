@@ -162,6 +162,9 @@ class JiraConnection(_Connection):
     # Remote links carry cross-tool dependencies, but Jira has no bulk read for them: one request per changed
     # issue. Turn off where cross-tool links are listed in `links` instead.
     remote_links: bool = True
+    # Minutes before the last cursor an incremental pull lists again, for changes Jira's search indexed late
+    # (each re-listed page costs a request). Unset: `sync.overlap_minutes`.
+    overlap_minutes: int | None = Field(None, ge=0)
 
     @field_validator("url")
     @classmethod
@@ -528,7 +531,8 @@ def check_cron(expression: str) -> str:
 
 class SyncSettings(_Section):
     cron: str = "*/15 * * * *"
-    overlap_minutes: int = Field(5, ge=0)
+    # Jira: minutes before the last cursor an incremental pull lists again, for changes its search indexed late.
+    overlap_minutes: int = Field(0, ge=0)
     concurrency: int = Field(8, ge=1)
     # Pages loaded per transaction: up to this many records, or pages pulled within this many seconds.
     commit_every_records: int = Field(5000, ge=1)
@@ -617,6 +621,9 @@ class Config(_Section):
         _check_links(self.links, names)
         _check_writeback(self.writeback, names)
         _check_portfolio_not_synced(self.writeback, self.connections)
+        for connection in self.connections:
+            if isinstance(connection, JiraConnection) and connection.overlap_minutes is None:
+                connection.overlap_minutes = self.sync.overlap_minutes
         return self
 
     @property

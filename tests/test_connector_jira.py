@@ -241,6 +241,24 @@ def test_incremental_pull_after_ten_due_changes_fetches_only_those(box: Sandbox,
     assert [batch.records for batch in connect(box).pull(final)] == [[]]
 
 
+def test_an_overlap_window_delivers_a_change_the_search_listed_late(box: Sandbox, connect) -> None:
+    p = box.portfolio
+    start = list(connect(box, overlap_minutes=5).pull(None))[-1].cursor
+    known, late = jira_tasks(box)[5], jira_tasks(box)[6]
+    box.call(p.set_due, known, int(p.tasks.due[known]) + 3 if p.tasks.due[known] != NO_DAY else 20_000)
+    delivered = list(connect(box, overlap_minutes=5).pull(start))
+    assert pulled_ids(delivered) == [native_id(p, known)]
+    cursor = delivered[-1].cursor
+    # An issue changed two minutes before that pull's position, which its search did not list yet.
+    position = datetime.fromisoformat(cursor["updated"]).timestamp()
+    box.call(p.tasks.updated.__setitem__, late, position - 120)
+    with_window = list(connect(box, overlap_minutes=5).pull(cursor))
+    assert pulled_ids(with_window) == [native_id(p, late)]
+    # Without a window, what sorts before the position counts as delivered (the default, as the JQL reads).
+    assert pulled_ids(list(connect(box).pull(cursor))) == []
+    assert pulled_ids(list(connect(box, overlap_minutes=5).pull(with_window[-1].cursor))) == []
+
+
 def test_resuming_from_any_batch_cursor_neither_repeats_nor_skips(box: Sandbox, connect) -> None:
     p = box.portfolio
     # Several issues share one `updated` instant so that page boundaries split a tie.
@@ -275,6 +293,24 @@ def test_overlap_rereads_are_dropped_against_the_cursor() -> None:
     assert Watermark.from_cursor(mark.to_cursor()) == mark
 
 
+def test_a_window_covers_only_the_pairs_it_delivered() -> None:
+    at = datetime(2026, 11, 21, 19, 30, 10, 578000, tzinfo=UTC)
+    window = timedelta(minutes=5)
+    mark = Watermark(window=window)
+    for issue_id, updated in (("10500", at - timedelta(minutes=9)), ("10501", at - timedelta(minutes=2)),
+                              ("10071", at)):
+        mark.advance(issue_id, updated)
+    mark.advance("10502", at - timedelta(minutes=1))  # a late arrival, delivered behind the position
+    again = Watermark.from_cursor(mark.to_cursor(), window)
+    assert again == mark and set(again.recent) == {"10501", "10502", "10071"}  # 10500 is before the window
+    assert again.covers("10501", at - timedelta(minutes=2)) and again.covers("10502", at - timedelta(minutes=1))
+    assert again.covers("10501", at - timedelta(minutes=3))  # an older state of an issue delivered since
+    assert again.covers("10999", at - timedelta(minutes=6))  # before the window
+    assert not again.covers("10999", at - timedelta(minutes=4))  # listed late, in the window
+    assert not again.covers("10501", at - timedelta(minutes=1))  # changed again, listed late
+    assert "recent" not in Watermark.from_cursor(mark.to_cursor()).to_cursor()  # without a window, no pairs
+
+
 def test_changelog_beyond_the_searchs_twenty_entries_is_paged(box: Sandbox, connect) -> None:
     p = box.portfolio
     i = jira_tasks(box)[3]
@@ -293,7 +329,7 @@ def test_changelog_beyond_the_searchs_twenty_entries_is_paged(box: Sandbox, conn
 
 # -- the JQL sent ---------------------------------------------------------------------------------------------
 
-def test_pull_jql_for_a_cursor_is_written_in_the_users_time_zone_minus_the_overlap() -> None:
+def test_pull_jql_for_a_cursor_is_written_in_the_users_time_zone() -> None:
     since = datetime(2026, 11, 21, 19, 30, 10, 578000, tzinfo=UTC) - timedelta(minutes=5)
     assert pull_jql(["PLA", "WEB"], since, ZoneInfo("Europe/Paris")) == (
         'project in ("PLA", "WEB") AND updated >= "2026/11/21 20:25" ORDER BY updated ASC, id ASC'
@@ -314,7 +350,7 @@ def test_pull_sends_the_jql_and_only_the_mappings_fields(box: Sandbox, connect) 
     assert len(searches) == 3  # a search per project, side by side, and the census
     queries = [parse_qs(search.query) for search in searches[:2]]
     assert sorted(query["jql"][0] for query in queries) == [
-        f'project in ("{key}") AND updated >= "2026/11/21 19:25" ORDER BY updated ASC, id ASC'
+        f'project in ("{key}") AND updated >= "2026/11/21 19:30" ORDER BY updated ASC, id ASC'
         for key in ("PLA", "WEB")]
     read = {path.split(".")[1] for path, _ in load_mapping("jira").paths().values() if path.startswith("fields.")}
     for query in queries:
