@@ -8,7 +8,8 @@ changes (in Planner, and in the sandbox), so there is no cheaper probe: `has_cha
 
 The cursor is {plan id: packed digests}: per task 16 characters, 10 of a hash of the task id and 6 of a hash of
 its ETag, about 160 KB per 10,000 tasks. Tasks are not ordered by change (Graph offers no such order), so a
-batch's cursor holds the digests of every task committed so far; a resumed pull skips those.
+batch's cursor holds the digests of every task committed so far; a resumed pull skips those. The cursor also keeps
+the assignees read (`USERS_KEY`: id, mail, name), which later pulls use until they are USERS_MAX_AGE old.
 
 Raw records stay as Graph sent them, plus `_pmsync`: `bucket_name`, `progress` (notStarted, inProgress,
 completed from percentComplete), `assignee_id`, `assignee_email` and `assignee_name` (the first assignee,
@@ -17,7 +18,7 @@ Planner's web app).
 
 Costs per pull: one request per configured plan (or per configured group, listing its plans), one for the
 buckets of each plan that has emitted tasks, one per page of tasks, and one `/users/{id}` per distinct assignee
-of emitted tasks not yet resolved by this connector. The census reuses the ids of a pull's complete listing, so
+of emitted tasks not yet resolved (by this connector, or by a pull of the last USERS_MAX_AGE, through the cursor). The census reuses the ids of a pull's complete listing, so
 it costs nothing after a pull. Task details (description, checklist, references) are one request per task and
 are not read: references that point at another tool's task are therefore not turned into links.
 
@@ -57,6 +58,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -89,6 +91,10 @@ STALE_RETRIES = 2
 WORKERS = 8  # a pull's reads in flight at once (the plans' listings, buckets and users together)
 PLANS_AHEAD = WORKERS  # plans listed at once: the one being yielded and the next ones
 PAGES_AHEAD = 2  # pages of a plan read ahead of the batch being yielded (memory stays bounded)
+# The assignees read by earlier pulls ride in the cursor under this key (no plan id holds an "@"), and are read
+# again once they are this old: an incremental pull reads only users it has not met, a rename shows within a day.
+USERS_KEY = "users@"
+USERS_MAX_AGE = timedelta(hours=24)
 TOKEN_BUDGET = (540, 10.0)  # reads per seconds: under Graph's 600 / 10 s per token, leaving room for others
 
 
@@ -284,13 +290,31 @@ class PlanCursor:
     """The committed digests of every plan, updated task by task as a pull commits them."""
 
     plans: dict[str, dict[str, str]] = field(default_factory=dict)
+    users: dict[str, PersonRecord] = field(default_factory=dict)  # the assignees read, by user id
+    users_at: datetime | None = None  # when the oldest of them was read
 
     @classmethod
     def from_cursor(cls, cursor: dict[str, str] | None) -> PlanCursor:
-        return cls({plan: unpack(packed) for plan, packed in (cursor or {}).items()})
+        plans = dict(cursor or {})
+        people = plans.pop(USERS_KEY, None)
+        out = cls({plan: unpack(packed) for plan, packed in plans.items()})
+        if people:
+            doc = orjson.loads(people)
+            out.users_at = datetime.fromisoformat(doc["at"])
+            out.users = {user_id: PersonRecord(native_id=user_id, display_name=name, email=email)
+                         for user_id, (email, name) in doc["people"].items()}
+        return out
 
     def to_cursor(self) -> dict[str, str]:
-        return {plan: pack(digests) for plan, digests in sorted(self.plans.items())}
+        out = {plan: pack(digests) for plan, digests in sorted(self.plans.items())}
+        if self.users and self.users_at is not None:
+            people = {user_id: [person.email, person.display_name] for user_id, person in sorted(self.users.items())}
+            out[USERS_KEY] = orjson.dumps({"at": self.users_at.isoformat(), "people": people}).decode()
+        return out
+
+    def users_fresh(self, now: datetime) -> bool:
+        """True while the users the cursor holds are younger than USERS_MAX_AGE."""
+        return self.users_at is not None and now - self.users_at < USERS_MAX_AGE
 
     def changed(self, plan_id: str, task: dict[str, Any]) -> bool:
         """True when the task's ETag is not the one committed (new tasks and unreadable ones included)."""
@@ -498,6 +522,13 @@ class PlannerConnector(Connector):
         when None); each plan's first batch carries the plan as a project, the last batch drops deleted tasks
         from the cursor."""
         committed = PlanCursor.from_cursor(cursor)
+        now = datetime.now(UTC)
+        if committed.users_fresh(now):
+            for user_id, person in committed.users.items():
+                self._users.setdefault(user_id, person)
+        else:
+            committed.users_at = now
+        committed.users = self._users  # every batch's cursor carries the users read so far
         plans = self.plans()
         committed.retain_plans(plan["id"] for plan in plans)
         listed: set[str] = set()
