@@ -422,10 +422,12 @@ class AsanaConnector(Connector):
         # Only a pull that reads every project's events from its stored token can vouch that nothing left them.
         from_tokens = cursor is not None and state.project is None
         # Each project's events feed is a chain of pages (one sync token after another); the projects' chains are
-        # read side by side up front rather than one project after another.
+        # read side by side up front rather than one project after another, each followed by the first page of
+        # the project's listing of changes (unless the pull resumes within that listing).
+        since = None if state.committed.at is None else state.committed.at - self.overlap
         events = {gid: self.pool().submit(
-            self._project_events, gid, state.pending_token if gid == state.project else "", dict(state.tokens))
-            for gid in self.projects[start:]}
+            self._project_head, gid, state.pending_token if gid == state.project else "", dict(state.tokens),
+            since, not (gid == state.project and state.offset)) for gid in self.projects[start:]}
         for k in range(start, len(self.projects)):
             gid = self.projects[k]
             if state.project != gid:
@@ -724,7 +726,8 @@ class AsanaConnector(Connector):
         keep_all = walk and state.committed.at is None
         delivered: set[str] = set()
         if state.offset != LISTING_DONE:
-            for page, next_offset in self._listing_pages(project, since, state.offset, TASK_FIELDS):
+            for page, next_offset in self._listing_pages(project, since, state.offset, TASK_FIELDS,
+                                                         None if state.offset else events.first_page):
                 tasks = [t for t in page if keep_all or t["gid"] in changed or self._fresh(t, state.committed)]
                 # Tasks left out as pmsync's own edits count as delivered: they need no read by gid below.
                 delivered.update(t["gid"] for t in tasks)
@@ -751,6 +754,15 @@ class AsanaConnector(Connector):
             state.offset, state.pending_token = "", ""
         batch.cursor = state.write()
         yield batch
+
+    def _project_head(self, project: str, pending_token: str, tokens: dict[str, str], since: datetime | None,
+                      first_page: bool) -> ProjectEvents:
+        """The project's events (`_project_events`) and, when the project is not walked and `first_page`, the
+        first page of its listing of tasks modified since `since`."""
+        feed = self._project_events(project, pending_token, tokens)
+        if first_page and not feed.walk and since is not None:
+            feed.first_page = next(self._listing_pages(project, since, "", TASK_FIELDS))
+        return feed
 
     def _project_events(self, project: str, pending_token: str, tokens: dict[str, str]) -> ProjectEvents:
         """Walk the whole project?, the sync token to commit when it is done, the gids changed since the stored
@@ -878,12 +890,18 @@ class AsanaConnector(Connector):
         return records
 
     def _listing_pages(self, project: str, since: datetime | None, offset: str, fields: Iterable[str],
+                       first: tuple[list[dict[str, Any]], str | None] | None = None,
                        ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
         """`GET /tasks?project=` (modified since `since`, when given) one page at a time from `offset`, with the
-        offset of the next page (None after the last)."""
+        offset of the next page (None after the last); `first` is the first page, read already."""
         base: dict[str, Any] = {"project": project, "limit": PAGE, "opt_fields": ",".join(fields)}
         if since is not None:
             base["modified_since"] = asana_time(since)
+        if first is not None:
+            yield first
+            if first[1] is None:
+                return
+            offset = first[1]
         while True:
             opts = {**base, **({"offset": offset} if offset else {})}
             try:
@@ -1064,6 +1082,8 @@ class ProjectEvents:
     token: str  # the sync token to commit once the project is done
     changed: set[str] = field(default_factory=set)  # tasks added or changed
     may_leave_scope: bool = False  # an event that can take a task out of the project (see `_may_leave_scope`)
+    # The first listing page of an incremental pull (its tasks, the next offset), read right after the events.
+    first_page: tuple[list[dict[str, Any]], str | None] | None = None
 
 
 # Task fields whose change can move a task (or a subtask, with its own subtasks) out of the configured projects.

@@ -120,11 +120,14 @@ class Stats:
     # seen at once since the last reset: shows whether a client overlaps its requests.
     in_flight: int = 0
     peak_in_flight: int = 0
+    # The same per "METHOD /path" (the query left out): whether a client overlaps requests of one kind.
+    in_flight_by_path: Counter = field(default_factory=Counter)
+    peak_in_flight_by_path: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["by_route"] = dict(self.by_route)
-        out["writes_by_route"] = dict(self.writes_by_route)
+        for name in ("by_route", "writes_by_route", "in_flight_by_path", "peak_in_flight_by_path"):
+            out[name] = dict(getattr(self, name))
         return out
 
 
@@ -253,6 +256,9 @@ class Emulator:
                 return
         stats.in_flight += 1
         stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+        kind = f"{method} {path}"
+        stats.in_flight_by_path[kind] += 1
+        stats.peak_in_flight_by_path[kind] = max(stats.peak_in_flight_by_path[kind], stats.in_flight_by_path[kind])
         try:
             if self.settings.latency_s:
                 await asyncio.sleep(self.settings.latency_s)
@@ -262,6 +268,7 @@ class Emulator:
             await self._serve(scope, receive, send, fault, extra_headers, write)
         finally:
             stats.in_flight -= 1
+            stats.in_flight_by_path[kind] -= 1
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, fault: Fault | None, extra: dict[str, str], write: bool

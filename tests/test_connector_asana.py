@@ -322,7 +322,7 @@ def test_incremental_pull_asks_for_modified_since_the_cursor(box, connect) -> No
     assert all("modified_since" not in parse_qs(r.query) for r in listings[:2])
 
 
-def test_an_incremental_pull_reads_the_projects_events_side_by_side(box, connect) -> None:
+def test_an_incremental_pull_reads_the_projects_events_and_listings_side_by_side(box, connect) -> None:
     projects = len(box.portfolio.projects_of(ASANA))
     assert projects >= 2
     emulator = box.emulators["asana"]
@@ -332,10 +332,13 @@ def test_an_incremental_pull_reads_the_projects_events_side_by_side(box, connect
     box.call(emulator.reset_stats)
     assert pulled_gids(list(connector.pull(cursor))) == []
     stats = box.call(lambda: emulator.stats)
-    # Nothing changed: one events page per project, then the projects' listings one after another. Only the events
-    # reads can overlap, and they all do.
+    # Nothing changed: one events page per project, each followed by the project's listing of changes. The events
+    # reads all overlap, and so do the listings (each waits for its own project's events only).
     assert stats.by_route["GET /api/1.0/events"] == projects
-    assert stats.peak_in_flight == projects
+    assert stats.peak_in_flight_by_path["GET /api/1.0/events"] == projects
+    assert stats.by_route["GET /api/1.0/tasks"] == projects
+    assert stats.peak_in_flight_by_path["GET /api/1.0/tasks"] >= 2
+    assert stats.in_flight_by_path["GET /api/1.0/tasks"] == 0
 
 
 def test_deleted_tasks_get_deleted_at_and_nothing_else_changes(box, warehouse) -> None:
