@@ -203,6 +203,27 @@ def run_incremental(config: Config) -> dict[str, Any]:
     return figures
 
 
+def run_pull(config: Config, name: str) -> dict[str, Any]:
+    """One connection's full pull alone (the stage `pull` of the issue, without normalize and load): its batches
+    consumed as the sync consumes them, timed from the first request to the last batch. The connector is built
+    (its SDK imported) before the clock starts; what the pull itself starts (MS Project's JVM) is timed."""
+    from connectors.registry import build_connector
+
+    connector = build_connector(config.connection(name), config.timezone)
+    records = batches = 0
+    try:
+        started = time.perf_counter()
+        for batch in connector.pull(None):
+            records += len(batch.records)
+            batches += 1
+        seconds = time.perf_counter() - started
+        stats = connector.stats.snapshot()
+    finally:
+        connector.close()
+    return {"seconds": seconds, "records": records, "batches": batches, "requests": int(stats["requests"]),
+            "requests_429": int(stats["throttled"])}
+
+
 MEMORY_STEPS = ("sync", "schedule", "plan")
 
 
@@ -314,8 +335,9 @@ def run_replay(spool: Path, profile_out: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("full", "incremental", "replay", "memory"))
+    parser.add_argument("mode", choices=("full", "incremental", "pull", "replay", "memory"))
     parser.add_argument("--config", type=Path)
+    parser.add_argument("--connection", help="pull mode: the connection to pull")
     parser.add_argument("--spool", type=Path)
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--out", type=Path, required=True)
@@ -323,6 +345,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.mode == "replay":
         figures = run_replay(args.spool, args.profile)
+    elif args.mode == "pull":
+        figures = run_pull(load_config(args.config), args.connection)
     elif args.mode == "memory":
         figures = run_memory(load_config(args.config), tuple(args.steps.split(",")))
     else:
