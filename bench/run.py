@@ -156,9 +156,18 @@ def measure_size(size: int, as_of: date) -> dict[str, Any]:
         try:
             figures["minimum"] = {k: vars(v) for k, v in minimum_pages(size, SEED, as_of).items()}
             figures["rate_limits"] = sandbox.rate_limits()
+            config = ["--config", str(sandbox.config_path)]
+            # Each tool's full pull alone, in its own process, on the data the minimum counts (before any push adds
+            # actions and history): the full sync below pulls all five at once on two cores shared with the
+            # emulators, which times the machine's contention more than the pull.
+            figures["pulls"] = {}
+            for name in figures["minimum"]:
+                sandbox.reset()
+                print(f"   full pull of {name} alone ...", flush=True)
+                figures["pulls"][name] = run_stage("pull", folder / f"pull-{name}.json", *config,
+                                                   "--connection", name)
             sandbox.reset()
             print("   full sync, schedule, first and second push ...", flush=True)
-            config = ["--config", str(sandbox.config_path)]
             figures["full"] = run_stage("full", folder / "full.json", *config, "--spool", str(folder))
             figures["full"]["emulators"] = sandbox.stats()
             # Two rounds of 1% changed: the first incremental sync after the first push also reads that push's
@@ -175,14 +184,6 @@ def measure_size(size: int, as_of: date) -> dict[str, Any]:
                 figures[stage] = run_stage("incremental", folder / f"{stage}.json", *config)
                 figures[stage]["emulators"] = sandbox.stats()
             figures["changed"] = figures["changed_incremental"]
-            # Each tool's full pull alone, in its own process: the full sync above pulls all five at once on two
-            # cores shared with the emulators, which times the machine's contention more than the pull.
-            figures["pulls"] = {}
-            for name in figures["minimum"]:
-                sandbox.reset()
-                print(f"   full pull of {name} alone ...", flush=True)
-                figures["pulls"][name] = run_stage("pull", folder / f"pull-{name}.json", *config,
-                                                   "--connection", name)
         finally:
             sandbox.stop()
         print("   normalize and load of the spooled raw pages, alone ...", flush=True)

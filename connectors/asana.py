@@ -33,6 +33,7 @@ are one `PUT /tasks/{gid}` per task, one `POST /status_updates` per health chang
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -63,6 +64,9 @@ OVERLAP = timedelta(0)
 # a page's 100 stories reads to about 7 round trips, so a pull is bound by the 1,500-a-minute budget, not by
 # latency. Writes go through the push's own pool (writeback.push.WRITE_WORKERS), under Asana's 15.
 WORKERS = 16
+# Listing pages of changes an incremental pull reads per project right after its events, side by side with the
+# other projects' (the rest follow in the project's turn): after a mass edit each project lists a few pages.
+HEAD_PAGES = 4
 TIMEOUT_S = (10.0, 60.0)  # connect, read
 # What the mapping reads (mappings/asana.yaml) plus what the connector reads itself.
 TASK_FIELDS = (
@@ -422,7 +426,7 @@ class AsanaConnector(Connector):
         # Only a pull that reads every project's events from its stored token can vouch that nothing left them.
         from_tokens = cursor is not None and state.project is None
         # Each project's events feed is a chain of pages (one sync token after another); the projects' chains are
-        # read side by side up front rather than one project after another, each followed by the first page of
+        # read side by side up front rather than one project after another, each followed by the first pages of
         # the project's listing of changes (unless the pull resumes within that listing).
         since = None if state.committed.at is None else state.committed.at - self.overlap
         events = {gid: self.pool().submit(
@@ -727,7 +731,7 @@ class AsanaConnector(Connector):
         delivered: set[str] = set()
         if state.offset != LISTING_DONE:
             for page, next_offset in self._listing_pages(project, since, state.offset, TASK_FIELDS,
-                                                         None if state.offset else events.first_page):
+                                                         [] if state.offset else events.head):
                 tasks = [t for t in page if keep_all or t["gid"] in changed or self._fresh(t, state.committed)]
                 # Tasks left out as pmsync's own edits count as delivered: they need no read by gid below.
                 delivered.update(t["gid"] for t in tasks)
@@ -756,12 +760,12 @@ class AsanaConnector(Connector):
         yield batch
 
     def _project_head(self, project: str, pending_token: str, tokens: dict[str, str], since: datetime | None,
-                      first_page: bool) -> ProjectEvents:
-        """The project's events (`_project_events`) and, when the project is not walked and `first_page`, the
-        first page of its listing of tasks modified since `since`."""
+                      read_ahead: bool) -> ProjectEvents:
+        """The project's events (`_project_events`) and, when the project is not walked and `read_ahead`, the
+        first HEAD_PAGES pages of its listing of tasks modified since `since`."""
         feed = self._project_events(project, pending_token, tokens)
-        if first_page and not feed.walk and since is not None:
-            feed.first_page = next(self._listing_pages(project, since, "", TASK_FIELDS))
+        if read_ahead and not feed.walk and since is not None:
+            feed.head = list(itertools.islice(self._listing_pages(project, since, "", TASK_FIELDS), HEAD_PAGES))
         return feed
 
     def _project_events(self, project: str, pending_token: str, tokens: dict[str, str]) -> ProjectEvents:
@@ -890,18 +894,18 @@ class AsanaConnector(Connector):
         return records
 
     def _listing_pages(self, project: str, since: datetime | None, offset: str, fields: Iterable[str],
-                       first: tuple[list[dict[str, Any]], str | None] | None = None,
+                       read: list[tuple[list[dict[str, Any]], str | None]] | None = None,
                        ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
         """`GET /tasks?project=` (modified since `since`, when given) one page at a time from `offset`, with the
-        offset of the next page (None after the last); `first` is the first page, read already."""
+        offset of the next page (None after the last); `read` are the first pages, read already."""
         base: dict[str, Any] = {"project": project, "limit": PAGE, "opt_fields": ",".join(fields)}
         if since is not None:
             base["modified_since"] = asana_time(since)
-        if first is not None:
-            yield first
-            if first[1] is None:
+        if read:
+            yield from read
+            if read[-1][1] is None:
                 return
-            offset = first[1]
+            offset = read[-1][1] or ""
         while True:
             opts = {**base, **({"offset": offset} if offset else {})}
             try:
@@ -1082,8 +1086,8 @@ class ProjectEvents:
     token: str  # the sync token to commit once the project is done
     changed: set[str] = field(default_factory=set)  # tasks added or changed
     may_leave_scope: bool = False  # an event that can take a task out of the project (see `_may_leave_scope`)
-    # The first listing page of an incremental pull (its tasks, the next offset), read right after the events.
-    first_page: tuple[list[dict[str, Any]], str | None] | None = None
+    # The first listing pages of an incremental pull (tasks, next offset), read right after the events.
+    head: list[tuple[list[dict[str, Any]], str | None]] = field(default_factory=list)
 
 
 # Task fields whose change can move a task (or a subtask, with its own subtasks) out of the configured projects.

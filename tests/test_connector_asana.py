@@ -341,6 +341,23 @@ def test_an_incremental_pull_reads_the_projects_events_and_listings_side_by_side
     assert stats.in_flight_by_path["GET /api/1.0/tasks"] == 0
 
 
+def test_a_listing_longer_than_the_pages_read_ahead_goes_on_where_they_stopped(box, connect, monkeypatch) -> None:
+    p, t = box.portfolio, box.portfolio.tasks
+    cursor = list(connect(box).pull(None))[-1].cursor
+    project = p.projects_of(ASANA)[0].index
+    changed = [i for i in asana_tasks(box) if t.kind[i] != SUBTASK and int(t.project[i]) == project][:12]
+    assert len(changed) == 12
+    for i in changed:
+        box.call(p.set_due, i, int(t.due[i]) + 3 if t.due[i] != NO_DAY else 20_700)
+    monkeypatch.setattr(asana_module, "PAGE", 5)  # 12 changes: three pages, two read ahead with the events
+    monkeypatch.setattr(asana_module, "HEAD_PAGES", 2)
+    emulator = box.emulators["asana"]
+    box.call(emulator.reset_stats)
+    assert sorted(pulled_gids(list(connect(box).pull(cursor)))) == sorted(ids.asana_gid(i) for i in changed)
+    others = len(p.projects_of(ASANA)) - 1
+    assert box.call(lambda: emulator.stats.by_route["GET /api/1.0/tasks"]) == 3 + others
+
+
 def test_deleted_tasks_get_deleted_at_and_nothing_else_changes(box, warehouse) -> None:
     p, t = box.portfolio, box.portfolio.tasks
     sync(box, warehouse, full=True)
