@@ -380,6 +380,7 @@ class AsanaConnector(Connector):
         self._scope_vouched = False  # the last pull's events showed that nothing left the projects
         self._fresh_tokens: dict[str, str] = {}
         self._me: str | None = None
+        self._me_lock = threading.Lock()
         # Tasks with events that are pmsync's own custom-field writes, and tasks with any other event.
         self._own_events: set[str] = set()
         self._other_events: set[str] = set()
@@ -839,11 +840,13 @@ class AsanaConnector(Connector):
         return kept
 
     def _me_gid(self) -> str | None:
-        """The token's own user (one `users/me` read), whose events may be pmsync's own writes."""
-        if self._me is None:
-            body = self._call("reading the token's user", lambda: self.users_api.get_user(
-                "me", {"opt_fields": "gid"}, **self._kw()))
-            self._me = str((body.get("data") or {}).get("gid") or "")
+        """The token's own user (one `users/me` read, however many projects' events ask at once), whose events may
+        be pmsync's own writes."""
+        with self._me_lock:
+            if self._me is None:
+                body = self._call("reading the token's user", lambda: self.users_api.get_user(
+                    "me", {"opt_fields": "gid"}, **self._kw()))
+                self._me = str((body.get("data") or {}).get("gid") or "")
         return self._me or None
 
     def _fresh(self, task: dict[str, Any], committed: Watermark) -> bool:

@@ -28,12 +28,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Iterator
+import queue
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jira
@@ -41,6 +44,7 @@ import orjson
 import requests
 from jira.exceptions import JIRAError
 
+from connectors.ahead import drain, fill
 from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord, Write, WriteResult
 from connectors.http import Pacer, RetryPolicy, mount_retrying, pacer_for, policy_for
 from mappings.mapping import load_mapping
@@ -49,12 +53,16 @@ from pmsync.errors import ConnectionFailed
 from writeback.targets import AT_RISK_LABEL, LATE_LABEL
 
 log = logging.getLogger("pmsync.connectors.jira")
+T = TypeVar("T")
 
 SEARCH_PAGE = 100  # Jira caps pages with fields at about 100 anyway
 CENSUS_PAGE = 5000  # the id-only search's largest page
 CHANGELOG_PAGE = 100
 REMOTE_LINK_WORKERS = 4
 SEARCH_CHAINS = 4  # a pull's searches paging side by side, each over a share of the projects
+# Pages a search fetches ahead of its reader. A merge of searches reads one of them for as long as its issues sort
+# first (after a push, a whole project's): the others go on paging meanwhile instead of waiting their turn.
+SEARCH_AHEAD = 4
 TIMEOUT_S = 60.0
 BLOCKS = "Blocks"
 # Remote-link relationships that make the linked object a predecessor of the issue.
@@ -644,10 +652,10 @@ class JiraConnector(Connector):
     def _search_pages(
         self, jql: str, max_results: int, fields: str, expand: str | None = None, start: bool = False,
     ) -> Iterator[list[dict[str, Any]]]:
-        """The issues of a JQL search, one page at a time, following `nextPageToken`. The next page is asked for
-        as soon as a page arrives, so it travels while the caller works on this one (its remote links, the load);
-        at most one page is held ahead. With `start`, the first page is asked for now rather than when the pages
-        are first read (searches meant to run side by side)."""
+        """The issues of a JQL search, one page at a time, following `nextPageToken`. The pages are fetched on a
+        thread of their own up to SEARCH_AHEAD ahead of the caller, so they travel while the caller works (its
+        remote links, the load, another search's pages in a merge). With `start`, the fetching starts now rather
+        than when the pages are first read (searches meant to run side by side)."""
 
         def fetch(token: str | None) -> dict[str, Any]:
             params: dict[str, Any] = {"jql": jql, "fields": fields, "maxResults": max_results}
@@ -657,9 +665,16 @@ class JiraConnector(Connector):
                 params["nextPageToken"] = token
             return self._get("search/jql", params, "the issue search")
 
-        ahead = ThreadPoolExecutor(1, thread_name_prefix=f"jira-{self.name}-search")
-        first = ahead.submit(fetch, None) if start else None
-        return _chained_pages(fetch, ahead, first)
+        def chain() -> Iterator[list[dict[str, Any]]]:
+            page = fetch(None)
+            while True:
+                yield page.get("issues") or []
+                token = page.get("nextPageToken")
+                if not token or page.get("isLast"):
+                    return
+                page = fetch(token)
+
+        return pages_ahead(chain(), f"jira-{self.name}-search", SEARCH_AHEAD, start)
 
     def _get(self, path: str, params: dict[str, Any] | None, doing: str) -> Any:
         """GET a REST resource as JSON; every failure becomes one sentence naming the site, never a secret."""
@@ -711,29 +726,27 @@ class JiraConnector(Connector):
                                 "try again later.")
 
 
-def _chained_pages(fetch: Callable[[str | None], dict[str, Any]], ahead: ThreadPoolExecutor,
-                   first: Any = None) -> Iterator[list[dict[str, Any]]]:
-    """A search's pages through `nextPageToken`, each next page fetched on `ahead` while this one is used; the
-    first from the `first` future when one was started. The executor is shut down however the reading ends."""
+def pages_ahead(pages: Iterator[T], name: str, depth: int, start: bool) -> Iterator[T]:
+    """`pages` made on a thread of their own up to `depth` ahead of the reader, started now (`start`) or at the
+    first read. The thread stops once the reader is done, closes the returned iterator, or drops it unread."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    worker = threading.Thread(target=fill, args=(pages, ready, stop), name=name, daemon=True)
+    if start:
+        worker.start()
+    out = _drained(worker, ready, stop)
+    weakref.finalize(out, stop.set)  # an iterator dropped before its first read has no `finally` to run
+    return out
+
+
+def _drained(worker: threading.Thread, ready: queue.Queue, stop: threading.Event) -> Iterator[Any]:
+    if worker.ident is None:
+        worker.start()
     try:
-        page = first.result() if first is not None else fetch(None)
-        while True:
-            token = page.get("nextPageToken")
-            last = not token or page.get("isLast")
-            following = None if last else ahead.submit(fetch, token)
-            try:
-                yield page.get("issues") or []
-            except GeneratorExit:
-                if following is not None:
-                    following.cancel()
-                raise
-            if following is None:
-                return
-            page = following.result()
+        yield from drain(ready, stop)
     finally:
-        if first is not None:
-            first.cancel()
-        ahead.shutdown(wait=True)
+        stop.set()
+        worker.join()
 
 
 def _comment_updated(response: requests.Response) -> str | None:

@@ -120,7 +120,8 @@ class Stats:
     # seen at once since the last reset: shows whether a client overlaps its requests.
     in_flight: int = 0
     peak_in_flight: int = 0
-    # The same per "METHOD /path" (the query left out): whether a client overlaps requests of one kind.
+    # The same per "METHOD /path" (the query left out): whether a client overlaps requests of one kind. Only
+    # paths in flight are held, and only peaks above one, so per-task paths leave nothing behind.
     in_flight_by_path: Counter = field(default_factory=Counter)
     peak_in_flight_by_path: Counter = field(default_factory=Counter)
 
@@ -258,7 +259,8 @@ class Emulator:
         stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
         kind = f"{method} {path}"
         stats.in_flight_by_path[kind] += 1
-        stats.peak_in_flight_by_path[kind] = max(stats.peak_in_flight_by_path[kind], stats.in_flight_by_path[kind])
+        if stats.in_flight_by_path[kind] > max(1, stats.peak_in_flight_by_path.get(kind, 0)):
+            stats.peak_in_flight_by_path[kind] = stats.in_flight_by_path[kind]
         try:
             if self.settings.latency_s:
                 await asyncio.sleep(self.settings.latency_s)
@@ -269,6 +271,8 @@ class Emulator:
         finally:
             stats.in_flight -= 1
             stats.in_flight_by_path[kind] -= 1
+            if not stats.in_flight_by_path[kind]:
+                del stats.in_flight_by_path[kind]
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, fault: Fault | None, extra: dict[str, str], write: bool

@@ -1,6 +1,8 @@
 """The Jira connector against the Jira emulator over HTTP: what a pull yields, what it costs, how it recovers."""
 from __future__ import annotations
 
+import gc
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
@@ -420,6 +422,40 @@ def test_merged_pages_hold_back_an_issue_until_every_search_has_passed_it() -> N
     second = iter([[issue("11", 1), issue("20", 2)], [issue("21", 5), issue("22", 7)]])
     pages = list(jira_module.merged_pages([first, second], 3))
     assert [[i["id"] for i in page] for page in pages] == [["10", "11", "20"], ["12", "21", "22"], ["13"]]
+
+
+def _counted_pages(made: list[int], produced: threading.Event, closed: threading.Event) -> Iterator[list[int]]:
+    try:
+        for k in range(10):
+            made.append(k)
+            if len(made) == 1 + 4:
+                produced.set()
+            yield [k]
+    finally:
+        closed.set()
+
+
+def test_a_search_pages_ahead_of_its_reader_up_to_its_depth_and_stops_with_it() -> None:
+    made: list[int] = []
+    produced, closed = threading.Event(), threading.Event()
+    pages = jira_module.pages_ahead(_counted_pages(made, produced, closed), "test-search", 4, start=True)
+    # Started now, unread: four pages wait in the queue and a fifth for room (a merge reading another search).
+    assert produced.wait(10)
+    assert list(pages) == [[k] for k in range(10)] and closed.is_set()
+
+    made, produced, closed = [], threading.Event(), threading.Event()
+    pages = jira_module.pages_ahead(_counted_pages(made, produced, closed), "test-search", 4, start=True)
+    assert produced.wait(10)
+    del pages  # dropped unread (a pull abandoned before its first page): the worker stops and closes the pages
+    gc.collect()
+    assert closed.wait(10) and len(made) == 5
+
+    made, produced, closed = [], threading.Event(), threading.Event()
+    lazy = jira_module.pages_ahead(_counted_pages(made, produced, closed), "test-search", 4, start=False)
+    assert made == []  # not started: nothing fetched until the first read
+    assert next(lazy) == [0]
+    lazy.close()
+    assert closed.is_set()
 
 
 def test_census_after_a_full_pull_reuses_its_listing_and_after_an_incremental_one_searches(box: Sandbox,

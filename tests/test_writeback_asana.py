@@ -256,10 +256,13 @@ def test_the_sync_after_a_push_leaves_out_pmsyncs_own_edits_and_reads_everyone_e
     api.update_task({"data": {"due_on": "2031-01-15"}}, due_moved, {})
     api.update_task({"data": {"name": "Renamed by someone"}}, renamed, {})
 
+    me_reads = sandbox.emulators["asana"].stats.by_route["GET /api/1.0/users/me"]
     result, story_reads = incremental_sync(config, sandbox.emulators["asana"], "GET /api/1.0/tasks/{gid}/stories")
     # Only the three tasks someone else changed are read again; the rest of the push echo is left out.
     assert result.loaded == 3
     assert story_reads == 3
+    # Whose events are pmsync's: one read of the token's user, however many projects' events ask at once.
+    assert sandbox.emulators["asana"].stats.by_route["GET /api/1.0/users/me"] - me_reads == 1
     # No read per task of the echo: the pull costs its listing and events pages, not one request per task written.
     assert result.requests < len(written)
     with open_config_warehouse(config) as warehouse:
