@@ -1,7 +1,8 @@
 """Reading ahead: an iterator's items made on a worker thread into a bounded queue, handed over in order.
 
-The sync engine pulls a connection's pages ahead of the load (`pmsync.sync.sync_connection`), and the Trello
-connector reads several boards at once, each ahead of its turn. Both need the same three things: a worker that
+The sync engine pulls a connection's pages ahead of the load (`pmsync.sync.sync_connection`), the Trello
+connector reads several boards at once, each ahead of its turn, and the Jira connector pages its searches ahead of
+the merge that puts them in one order (`read_ahead_now`). All need the same three things: a worker that
 stops making requests once its reader has gone (`offer` gives up when `stop` is set), a failure that reaches the
 reader in its place, after what came before it (`Failed`), and an end mark (`END`).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -80,6 +82,30 @@ def read_ahead(items: Iterable[T], thread_name: str, depth: int) -> Iterator[T]:
     stop = threading.Event()
     worker = threading.Thread(target=fill, args=(items, ready, stop), name=thread_name, daemon=True)
     worker.start()
+    try:
+        yield from drain(ready, stop)
+    finally:
+        stop.set()
+        worker.join()
+
+
+def read_ahead_now(items: Iterable[T], thread_name: str, depth: int, *, start: bool = True) -> Iterator[T]:
+    """`read_ahead`, but the worker starts now (with `start`; else at the first read), so that several iterators
+    made one after another work side by side before any is read (Jira's searches merged into one order). The
+    worker stops once the reader is done, closes the iterator, or drops it unread."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    worker = threading.Thread(target=fill, args=(items, ready, stop), name=thread_name, daemon=True)
+    if start:
+        worker.start()
+    out = _drained(worker, ready, stop)
+    weakref.finalize(out, stop.set)  # an iterator dropped before its first read has no `finally` to run
+    return out
+
+
+def _drained(worker: threading.Thread, ready: queue.Queue, stop: threading.Event) -> Iterator[Any]:
+    if worker.ident is None:
+        worker.start()
     try:
         yield from drain(ready, stop)
     finally:

@@ -2,8 +2,8 @@
 
 The SDK's client carries authentication, TLS and URL building; its own retry is switched off (it crashes on a
 Retry-After given as an HTTP date) and the shared `RetryingAdapter` is mounted on its session instead, so every
-attempt is counted in `stats`. Paging stays here, one `nextPageToken` page at a time, so a pull never holds more
-than one page of the instance.
+attempt is counted in `stats`. Paging stays here, one `nextPageToken` page at a time, so a pull holds at most a
+few pages of the instance (SEARCH_AHEAD per search, fetched ahead of the one in use).
 
 Incremental pulls filter on `updated`. JQL compares minutes in the user's own time zone, so the lower bound is
 written in that zone, rounded down to the minute; what that minute lists again is dropped on (id, updated) against
@@ -28,15 +28,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import queue
-import threading
-import weakref
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jira
@@ -44,7 +41,7 @@ import orjson
 import requests
 from jira.exceptions import JIRAError
 
-from connectors.ahead import drain, fill
+from connectors.ahead import read_ahead_now
 from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord, Write, WriteResult
 from connectors.http import Pacer, RetryPolicy, mount_retrying, pacer_for, policy_for
 from mappings.mapping import load_mapping
@@ -53,7 +50,6 @@ from pmsync.errors import ConnectionFailed
 from writeback.targets import AT_RISK_LABEL, LATE_LABEL
 
 log = logging.getLogger("pmsync.connectors.jira")
-T = TypeVar("T")
 
 SEARCH_PAGE = 100  # Jira caps pages with fields at about 100 anyway
 CENSUS_PAGE = 5000  # the id-only search's largest page
@@ -674,7 +670,7 @@ class JiraConnector(Connector):
                     return
                 page = fetch(token)
 
-        return pages_ahead(chain(), f"jira-{self.name}-search", SEARCH_AHEAD, start)
+        return read_ahead_now(chain(), f"jira-{self.name}-search", SEARCH_AHEAD, start=start)
 
     def _get(self, path: str, params: dict[str, Any] | None, doing: str) -> Any:
         """GET a REST resource as JSON; every failure becomes one sentence naming the site, never a secret."""
@@ -724,29 +720,6 @@ class JiraConnector(Connector):
         return ConnectionFailed(f"Jira at {self.url} answered HTTP {status} to {doing} after "
                                 f"{self.policy.max_attempts} attempts; "
                                 "try again later.")
-
-
-def pages_ahead(pages: Iterator[T], name: str, depth: int, start: bool) -> Iterator[T]:
-    """`pages` made on a thread of their own up to `depth` ahead of the reader, started now (`start`) or at the
-    first read. The thread stops once the reader is done, closes the returned iterator, or drops it unread."""
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    worker = threading.Thread(target=fill, args=(pages, ready, stop), name=name, daemon=True)
-    if start:
-        worker.start()
-    out = _drained(worker, ready, stop)
-    weakref.finalize(out, stop.set)  # an iterator dropped before its first read has no `finally` to run
-    return out
-
-
-def _drained(worker: threading.Thread, ready: queue.Queue, stop: threading.Event) -> Iterator[Any]:
-    if worker.ident is None:
-        worker.start()
-    try:
-        yield from drain(ready, stop)
-    finally:
-        stop.set()
-        worker.join()
 
 
 def _comment_updated(response: requests.Response) -> str | None:

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import connectors.jira as jira_module
+from connectors.ahead import read_ahead_now
 from connectors.base import Batch
 from connectors.jira import (
     REMOTE_LINK_WORKERS,
@@ -438,20 +439,20 @@ def _counted_pages(made: list[int], produced: threading.Event, closed: threading
 def test_a_search_pages_ahead_of_its_reader_up_to_its_depth_and_stops_with_it() -> None:
     made: list[int] = []
     produced, closed = threading.Event(), threading.Event()
-    pages = jira_module.pages_ahead(_counted_pages(made, produced, closed), "test-search", 4, start=True)
+    pages = read_ahead_now(_counted_pages(made, produced, closed), "test-search", 4, start=True)
     # Started now, unread: four pages wait in the queue and a fifth for room (a merge reading another search).
     assert produced.wait(10)
     assert list(pages) == [[k] for k in range(10)] and closed.is_set()
 
     made, produced, closed = [], threading.Event(), threading.Event()
-    pages = jira_module.pages_ahead(_counted_pages(made, produced, closed), "test-search", 4, start=True)
+    pages = read_ahead_now(_counted_pages(made, produced, closed), "test-search", 4, start=True)
     assert produced.wait(10)
     del pages  # dropped unread (a pull abandoned before its first page): the worker stops and closes the pages
     gc.collect()
     assert closed.wait(10) and len(made) == 5
 
     made, produced, closed = [], threading.Event(), threading.Event()
-    lazy = jira_module.pages_ahead(_counted_pages(made, produced, closed), "test-search", 4, start=False)
+    lazy = read_ahead_now(_counted_pages(made, produced, closed), "test-search", 4, start=False)
     assert made == []  # not started: nothing fetched until the first read
     assert next(lazy) == [0]
     lazy.close()
