@@ -16,11 +16,12 @@ completed from percentComplete), `assignee_id`, `assignee_email` and `assignee_n
 resolved once per user through `/users/{id}`), `categories` (the applied category keys) and `url` (the task in
 Planner's web app).
 
-Costs per pull: one request per configured plan (or per configured group, listing its plans), one for the
-buckets of each plan that has emitted tasks, one per page of tasks, and one `/users/{id}` per distinct assignee
-of emitted tasks not yet resolved (by this connector, or by a pull of the last USERS_MAX_AGE, through the cursor). The census reuses the ids of a pull's complete listing, so
-it costs nothing after a pull. Task details (description, checklist, references) are one request per task and
-are not read: references that point at another tool's task are therefore not turned into links.
+Costs per pull: one request per configured plan (or per configured group, listing its plans), one for the buckets of
+each plan that has emitted tasks, one per page of tasks, and one `/users/{id}` per distinct assignee of emitted
+tasks not yet resolved (by this connector, or by a pull of the last USERS_MAX_AGE, through the cursor). The census
+reuses the ids of a pull's complete listing, so it costs nothing after a pull. Task details (description, checklist,
+references) are one request per task and are not read: references that point at another tool's task are therefore
+not turned into links.
 
 Concurrency changes when those requests are made, never which: a pull's reads run as coroutines on the session's
 own loop, at most WORKERS in flight and TOKEN_BUDGET per window (Graph throttles per token; a 429 is a request
