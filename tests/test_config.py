@@ -136,6 +136,14 @@ def test_absolute_duckdb_and_postgresql_urls_are_kept(tmp_path: Path) -> None:
     assert postgres.duckdb_path is None
 
 
+def test_jira_overlap_is_the_connections_own_else_the_sync_sections(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL), ENV).connections[0].overlap_minutes == 0
+    inherited = load_config(write(tmp_path, MINIMAL + "    sync: {overlap_minutes: 3}\n"), ENV)
+    assert inherited.connections[0].overlap_minutes == 3
+    own = MINIMAL.replace("projects: [PLAT]}", "projects: [PLAT], overlap_minutes: 1}")
+    assert load_config(write(tmp_path, own + "    sync: {overlap_minutes: 3}\n"), ENV).connections[0].overlap_minutes == 1
+
+
 def test_variable_default_applies_when_unset_or_empty_and_a_set_value_wins(tmp_path: Path) -> None:
     text = (
         MINIMAL + '    timezone: "${PMSYNC_TZ:-Europe/Paris}"\n    sync: {overlap_minutes: "${OVERLAP:-7}"}\n'
