@@ -141,7 +141,8 @@ def test_jira_overlap_is_the_connections_own_else_the_sync_sections(tmp_path: Pa
     inherited = load_config(write(tmp_path, MINIMAL + "    sync: {overlap_minutes: 3}\n"), ENV)
     assert inherited.connections[0].overlap_minutes == 3
     own = MINIMAL.replace("projects: [PLAT]}", "projects: [PLAT], overlap_minutes: 1}")
-    assert load_config(write(tmp_path, own + "    sync: {overlap_minutes: 3}\n"), ENV).connections[0].overlap_minutes == 1
+    overridden = load_config(write(tmp_path, own + "    sync: {overlap_minutes: 3}\n"), ENV)
+    assert overridden.connections[0].overlap_minutes == 1
 
 
 def test_variable_default_applies_when_unset_or_empty_and_a_set_value_wins(tmp_path: Path) -> None:
