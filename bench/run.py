@@ -145,8 +145,9 @@ def run_stage(mode: str, out: Path, *args: str) -> dict[str, Any]:
     return figures
 
 
-def measure_size(size: int, as_of: date) -> dict[str, Any]:
-    """Every figure of one size (raw, before targets are applied)."""
+def measure_size(size: int, as_of: date, push: bool = True, alone: bool = True) -> dict[str, Any]:
+    """Every figure of one size (raw, before targets are applied). Without `push`, no push is made: one round of 1%
+    changed follows the full sync. Without `alone`, the pulls are timed only within the full sync."""
     with tempfile.TemporaryDirectory(prefix=f"pmsync-bench-{size}-") as tmp:
         folder = Path(tmp)
         print(f"\n== {size:,} tasks: starting the sandbox (50 ms latency, vendor rate limits on)", flush=True)
@@ -161,19 +162,21 @@ def measure_size(size: int, as_of: date) -> dict[str, Any]:
             # actions and history): the full sync below pulls all five at once on two cores shared with the
             # emulators, which times the machine's contention more than the pull.
             figures["pulls"] = {}
-            for name in figures["minimum"]:
+            for name in figures["minimum"] if alone else ():
                 sandbox.reset()
                 print(f"   full pull of {name} alone ...", flush=True)
                 figures["pulls"][name] = run_stage("pull", folder / f"pull-{name}.json", *config,
                                                    "--connection", name)
             sandbox.reset()
             print("   full sync, schedule, first and second push ...", flush=True)
-            figures["full"] = run_stage("full", folder / "full.json", *config, "--spool", str(folder))
+            no_push = [] if push else ["--no-push"]
+            figures["full"] = run_stage("full", folder / "full.json", *config, "--spool", str(folder), *no_push)
             figures["full"]["emulators"] = sandbox.stats()
             # Two rounds of 1% changed: the first incremental sync after the first push also reads that push's
             # echo (a write to nearly every task); the second is the steady state, where the last push wrote
             # only what the previous 1% changed.
-            for stage, seed in (("after_first_push", SEED), ("incremental", SEED + 1)):
+            rounds = (("after_first_push", SEED), ("incremental", SEED + 1)) if push else (("incremental", SEED + 1),)
+            for stage, seed in rounds:
                 chosen = pick_tasks(str(folder / "pmsync.duckdb"), CHANGED_SHARE, seed)
                 sandbox.reset()
                 print(f"   changing {sum(map(len, chosen.values())):,} due dates through the vendors' APIs ...",
@@ -181,7 +184,7 @@ def measure_size(size: int, as_of: date) -> dict[str, Any]:
                 figures[f"changed_{stage}"] = change_due_dates(sandbox.config, chosen, as_of)
                 sandbox.reset()
                 print(f"   incremental sync, schedule and push ({stage.replace('_', ' ')}) ...", flush=True)
-                figures[stage] = run_stage("incremental", folder / f"{stage}.json", *config)
+                figures[stage] = run_stage("incremental", folder / f"{stage}.json", *config, *no_push)
                 figures[stage]["emulators"] = sandbox.stats()
             figures["changed"] = figures["changed_incremental"]
         finally:
@@ -270,7 +273,8 @@ def size_results(f: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(result(f"{prefix}: schedule: FAILED ({full['schedule']['error'][:120]})", None, "", None))
     else:
         rows.append(result(f"{prefix}: schedule", full["schedule"]["seconds"], "s", TARGET_SCHEDULE_S))
-    rows.extend(incremental_results(prefix, f, "incremental", "steady state, the last push wrote 1%"))
+    steady = "steady state, the last push wrote 1%" if "push_first" in full else "1% changed, no push made"
+    rows.extend(incremental_results(prefix, f, "incremental", steady))
     if "after_first_push" in f:
         rows.extend(incremental_results(prefix, f, "after_first_push", "right after the first push, its echo"))
     rows.extend(push_results(prefix, f))
@@ -304,7 +308,7 @@ def incremental_results(prefix: str, f: dict[str, Any], stage: str, when: str) -
 def push_results(prefix: str, f: dict[str, Any]) -> list[dict[str, Any]]:
     full, incremental = f["full"], f["incremental"]
     if "push_first" not in full:
-        return [result(f"{prefix}: push: not measured (writeback.push.run_push does not exist yet)", None, "", None)]
+        return [result(f"{prefix}: push: not measured in this run (--no-push)", None, "", None)]
     first, second = full["push_first"], full["push_second"]
     if "error" in full["schedule"]:
         prefix = f"{prefix} (no schedule: pushes had nothing to write)"
@@ -333,6 +337,22 @@ def push_results(prefix: str, f: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(result(f"{prefix}: push after 1% changed: write requests ({changed} values changed)",
                            after["emulator_writes"], "writes", changed, equal=True))
     return rows
+
+
+def size_of(row: dict[str, Any]) -> int:
+    """The task count a row is about (its name starts "N tasks:"); 0 for the merged rows."""
+    head = row["name"].split(" tasks", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def earlier_rows(sizes: tuple[int, ...]) -> list[dict[str, Any]]:
+    """The rows of the last results for sizes this run does not measure (a run of 100,000 tasks keeps the figures
+    of 10,000), marked as kept."""
+    path = RESULTS / "latest.json"
+    if not path.exists():
+        return []
+    return [{**row, "name": f"{row['name']} [kept from an earlier run]" if "[kept" not in row["name"] else row["name"]}
+            for row in json.loads(path.read_text()) if size_of(row) and size_of(row) not in sizes]
 
 
 def merged_results() -> list[dict[str, Any]]:
@@ -443,6 +463,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10,000 tasks only")
     parser.add_argument("--sizes", type=int, nargs="*", help="task counts (default: 10,000, 100,000, 1,000,000)")
+    parser.add_argument("--no-push", action="store_true",
+                        help="no push (at 100,000 tasks the first push alone takes most of an hour)")
+    parser.add_argument("--no-alone", action="store_true", help="time the pulls only within the full sync")
     args = parser.parse_args()
     sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
     command = "make bench" if args.quick else ("make bench-full" if not args.sizes else " ".join(sys.argv))
@@ -452,16 +475,18 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     raw = {}
     for size in sizes:
-        figures = measure_size(size, as_of)
+        figures = measure_size(size, as_of, push=not args.no_push, alone=not args.no_alone)
         raw[str(size)] = figures
         (RESULTS / f"raw_{size}.json").write_text(json.dumps(figures, indent=2, default=str))
         rows.extend(size_results(figures))
     refresh_merged(full=not args.quick and not args.sizes)
+    kept = earlier_rows(sizes)
+    rows = kept + rows
     rows.extend(merged_results())
     (RESULTS / "latest.json").write_text(json.dumps(rows, indent=2) + "\n")
     print()
     print(table(rows))
-    write_doc(rows, sizes, time.perf_counter() - started, command)
+    write_doc(rows, tuple(sorted({*sizes, *map(size_of, kept)})), time.perf_counter() - started, command)
     print(f"\nwrote {RESULTS / 'latest.json'} and {DOC} in {(time.perf_counter() - started) / 60:.1f} minutes")
 
 

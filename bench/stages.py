@@ -180,7 +180,7 @@ def planned_push(config: Config) -> int:
     return sum(r.planned for r in run_push(config, dry_run=True).results.values())
 
 
-def run_full(config: Config, spool: Path) -> dict[str, Any]:
+def run_full(config: Config, spool: Path, push: bool = True) -> dict[str, Any]:
     recorder = LoadRecorder(spool)
     try:
         figures: dict[str, Any] = {"sync": timed_sync(config, full=True, recorder=recorder)}
@@ -188,16 +188,16 @@ def run_full(config: Config, spool: Path) -> dict[str, Any]:
         recorder.close()
     figures["spooled_records"] = recorder.spooled
     figures["schedule"] = timed_schedule(config)
-    if push_available():
+    if push and push_available():
         figures["push_first"] = timed_push(config)
         figures["push_second"] = timed_push(config)
     return figures
 
 
-def run_incremental(config: Config) -> dict[str, Any]:
+def run_incremental(config: Config, push: bool = True) -> dict[str, Any]:
     figures: dict[str, Any] = {"sync": timed_sync(config, full=False, recorder=LoadRecorder(None))}
     figures["schedule"] = timed_schedule(config)
-    if push_available():
+    if push and push_available():
         figures["push_planned"] = planned_push(config)
         figures["push_after_change"] = timed_push(config)
     return figures
@@ -338,6 +338,7 @@ def main() -> None:
     parser.add_argument("mode", choices=("full", "incremental", "pull", "replay", "memory"))
     parser.add_argument("--config", type=Path)
     parser.add_argument("--connection", help="pull mode: the connection to pull")
+    parser.add_argument("--no-push", action="store_true", help="full and incremental modes: no push after them")
     parser.add_argument("--spool", type=Path)
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--out", type=Path, required=True)
@@ -351,7 +352,8 @@ def main() -> None:
         figures = run_memory(load_config(args.config), tuple(args.steps.split(",")))
     else:
         config = load_config(args.config)
-        figures = run_full(config, args.spool) if args.mode == "full" else run_incremental(config)
+        push = not args.no_push
+        figures = run_full(config, args.spool, push) if args.mode == "full" else run_incremental(config, push)
     figures["peak_rss_mb"] = peak_rss_mb()
     args.out.write_text(json.dumps(figures, indent=2, default=str))
 
