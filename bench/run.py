@@ -168,7 +168,7 @@ def measure_size(size: int, as_of: date, push: bool = True, alone: bool = True) 
                 figures["pulls"][name] = run_stage("pull", folder / f"pull-{name}.json", *config,
                                                    "--connection", name)
             sandbox.reset()
-            print("   full sync, schedule, first and second push ...", flush=True)
+            print(f"   full sync, schedule{', first and second push' if push else ''} ...", flush=True)
             no_push = [] if push else ["--no-push"]
             figures["full"] = run_stage("full", folder / "full.json", *config, "--spool", str(folder), *no_push)
             figures["full"]["emulators"] = sandbox.stats()
