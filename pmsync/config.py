@@ -179,7 +179,7 @@ class JiraConnection(_Connection):
                 raise Problem(
                     f"has {key!r}, which is not a Jira project key", "write keys in capitals, like PLAT"
                 )
-        return keys
+        return list(dict.fromkeys(keys))  # a key listed twice is searched once
 
     @field_validator("custom_fields")
     @classmethod

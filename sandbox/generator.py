@@ -65,6 +65,8 @@ PROJECT_THEMES = (
     "Support", "Datacenter", "Procurement", "Onboarding", "Compliance", "Analytics", "Partners",
 )
 JIRA_KEY_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# A Jira project key per theme (its first three letters, unique: Jira keys are). "Datacenter" would be "Data"'s DAT.
+JIRA_THEME_KEYS = {theme: theme[:3].upper() for theme in PROJECT_THEMES} | {"Datacenter": "DCE"}
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 GRAPH_ID_ALPHABET = BASE62 + "-_"
 
@@ -451,7 +453,7 @@ def _project(index: int, tool: int, k: int, first: int, count: int, seed: int) -
     theme = PROJECT_THEMES[(k + tool * 5) % len(PROJECT_THEMES)]
     suffix = "" if k < len(PROJECT_THEMES) else f" {k // len(PROJECT_THEMES) + 1}"
     if tool == JIRA:
-        key = theme[:3].upper() + ("" if k < len(PROJECT_THEMES) else _alpha(k // len(PROJECT_THEMES)))
+        key = JIRA_THEME_KEYS[theme] + ("" if k < len(PROJECT_THEMES) else _alpha(k // len(PROJECT_THEMES)))
         name = f"{theme}{suffix}"
     else:
         key = f"{TOOLS[tool][:2].upper()}{k + 1}"

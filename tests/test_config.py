@@ -136,6 +136,11 @@ def test_absolute_duckdb_and_postgresql_urls_are_kept(tmp_path: Path) -> None:
     assert postgres.duckdb_path is None
 
 
+def test_a_jira_project_listed_twice_is_searched_once(tmp_path: Path) -> None:
+    twice = MINIMAL.replace("projects: [PLAT]}", "projects: [PLAT, WEB, PLAT]}")
+    assert load_config(write(tmp_path, twice), ENV).connections[0].projects == ["PLAT", "WEB"]
+
+
 def test_jira_overlap_is_the_connections_own_else_the_sync_sections(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, MINIMAL), ENV).connections[0].overlap_minutes == 0
     inherited = load_config(write(tmp_path, MINIMAL + "    sync: {overlap_minutes: 3}\n"), ENV)

@@ -54,6 +54,13 @@ def test_every_tool_has_several_projects_and_tasks():
         assert len(p.task_indexes(tool)) > 0
 
 
+def test_every_project_key_is_unique_at_the_largest_size_a_bench_uses():
+    # 100,000 tasks hold about a hundred Jira projects: themes repeat with a letter suffix, and "Data" and
+    # "Datacenter" once both made DAT, which hid one project's issues behind the other's key.
+    keys = [pr.key for pr in generate(7, 100_000, AS_OF).projects_of(JIRA)]
+    assert len(keys) > 90 and len(set(keys)) == len(keys)
+
+
 def test_hierarchy_has_epics_subtasks_and_milestones_with_parents_in_the_same_project():
     p = generate(7, "medium", AS_OF)
     t = p.tasks
