@@ -78,24 +78,14 @@ def read_ahead(items: Iterable[T], thread_name: str, depth: int) -> Iterator[T]:
     """The items, made on a thread of their own up to `depth` ahead of the caller. The items' generator runs wholly
     on that thread and has ended (its last lines included) before this returns; a caller that stops early (an
     error of its own) has it closed at its next item, and the thread joined."""
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    worker = threading.Thread(target=fill, args=(items, ready, stop), name=thread_name, daemon=True)
-    worker.start()
-    try:
-        yield from drain(ready, stop)
-    finally:
-        stop.set()
-        worker.join()
+    yield from _drained(*_filling(items, thread_name, depth))
 
 
 def read_ahead_now(items: Iterable[T], thread_name: str, depth: int, *, start: bool = True) -> Iterator[T]:
     """`read_ahead`, but the worker starts now (with `start`; else at the first read), so that several iterators
     made one after another work side by side before any is read (Jira's searches merged into one order). The
     worker stops once the reader is done, closes the iterator, or drops it unread."""
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    worker = threading.Thread(target=fill, args=(items, ready, stop), name=thread_name, daemon=True)
+    worker, ready, stop = _filling(items, thread_name, depth)
     if start:
         worker.start()
     out = _drained(worker, ready, stop)
@@ -103,7 +93,16 @@ def read_ahead_now(items: Iterable[T], thread_name: str, depth: int, *, start: b
     return out
 
 
+def _filling(items: Iterable[Any], thread_name: str, depth: int,
+             ) -> tuple[threading.Thread, queue.Queue, threading.Event]:
+    """A worker (not started) that `fill`s a queue of `depth` with the items, the queue, and its stop event."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    return threading.Thread(target=fill, args=(items, ready, stop), name=thread_name, daemon=True), ready, stop
+
+
 def _drained(worker: threading.Thread, ready: queue.Queue, stop: threading.Event) -> Iterator[Any]:
+    """The worker's items (started here unless it was already), then the worker stopped and joined."""
     if worker.ident is None:
         worker.start()
     try:
