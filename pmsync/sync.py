@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connectors.ahead import read_ahead
-from connectors.base import Batch, Connector, DueChange, Link
+from connectors.base import Batch, Connector, DueChange, Link, PersonRecord
 from mappings.mapping import Mapping
 from mappings.normalize import normalize_tasks
 from pmsync.errors import PmsyncError
@@ -81,6 +81,8 @@ class Progress:
 @dataclass
 class _RunState:
     seen: set[tuple[str, Any]] = field(default_factory=set)
+    # People written in this run, as (native id, email, name): a connection names the same assignees on every page.
+    people: set[tuple[str, str | None, str | None]] = field(default_factory=set)
 
 
 def sync_connection(
@@ -242,6 +244,8 @@ class PreparedBatch:
     versions: pa.Table | None
     quarantined: pd.DataFrame
     now: pd.Timestamp
+    # The batch's people that this run has not written yet.
+    people: list[PersonRecord]
 
 
 def prepare_batch(connection: str, tool: str, batch: Batch, mapping: Mapping, timezone: str,
@@ -264,7 +268,22 @@ def prepare_batch(connection: str, tool: str, batch: Batch, mapping: Mapping, ti
              for native_id, payload, reason in batch.rejected],
             columns=["connection", "native_id", "raw_payload", "reason"])
         quarantined = pd.concat([quarantined, rejected], ignore_index=True) if not quarantined.empty else rejected
-    return PreparedBatch(connection, tool, batch, tasks, versions, quarantined, now)
+    return PreparedBatch(connection, tool, batch, tasks, versions, quarantined, now,
+                         _new_people(batch.people, state))
+
+
+def _new_people(people: list[PersonRecord], state: _RunState | None) -> list[PersonRecord]:
+    """The people this run has not met yet with that email and name (all of them without a run state). A failed
+    write ends the connection's sync and its run state with it, so what is noted here has been written."""
+    if state is None:
+        return people
+    fresh = []
+    for person in people:
+        key = (person.native_id, person.email, person.display_name)
+        if key not in state.people:
+            state.people.add(key)
+            fresh.append(person)
+    return fresh
 
 
 def write_batch(warehouse: Warehouse, prepared: PreparedBatch, run_id: str) -> tuple[int, int]:
@@ -277,8 +296,7 @@ def write_batch(warehouse: Warehouse, prepared: PreparedBatch, run_id: str) -> t
     connection, tool, batch, tasks, now = (prepared.connection, prepared.tool, prepared.batch, prepared.tasks,
                                            prepared.now)
     if tasks.num_rows:
-        warehouse.upsert("tasks", tasks)
-        warehouse.apply_task_versions(prepared.versions)
+        warehouse.upsert_tasks(tasks, prepared.versions)
         warehouse.clear_quarantine(connection, tasks.column("native_id"))
     if batch.projects:
         warehouse.upsert("projects", pa.table({
@@ -290,8 +308,8 @@ def write_batch(warehouse: Warehouse, prepared: PreparedBatch, run_id: str) -> t
             "last_synced_at": pa.repeat(pa.scalar(now.to_pydatetime(), TIMESTAMP), len(batch.projects)),
             "deleted_at": pa.nulls(len(batch.projects), TIMESTAMP),
         }))
-    if batch.people:
-        upsert_people(warehouse, connection, batch)
+    if prepared.people:
+        upsert_people(warehouse, connection, prepared.people)
     replace_links(warehouse, connection, batch.covers_links_of, batch.links, now)
     quarantined = prepared.quarantined
     if not quarantined.empty:
@@ -425,10 +443,10 @@ def replace_links(
     }))
 
 
-def upsert_people(warehouse: Warehouse, connection: str, batch: Batch) -> None:
+def upsert_people(warehouse: Warehouse, connection: str, people: Iterable[PersonRecord]) -> None:
     """People keyed by lower-cased email (one person across tools), else by connection and native id."""
     rows: dict[str, tuple[str | None, str | None]] = {}
-    for person in batch.people:
+    for person in people:
         email = person.email.strip().lower() if person.email else None
         rows[email or f"{connection}:{person.native_id}"] = (email, person.display_name)
     if not rows:

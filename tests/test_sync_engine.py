@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from connectors.base import Batch, Link
-from pmsync.sync import grouped, merge_batches, pulled_ahead
+from connectors.base import Batch, Link, PersonRecord
+from mappings.mapping import load_mapping
+from pmsync.sync import _RunState, grouped, merge_batches, prepare_batch, pulled_ahead
 
 
 def page(ids: list[str], cursor: str | None, links: list[Link] = ()) -> Batch:
@@ -87,3 +88,21 @@ def test_a_load_that_fails_stops_and_closes_the_pull_before_returning():
             raise ValueError("the load failed")
     assert closed.is_set()  # the pull's generator was closed (its thread joined) before the error reached here
     assert len(pulled) <= 4  # at most depth ahead, plus the one handed over and the one waiting to be queued
+
+
+def test_a_run_prepares_each_person_once_and_again_when_their_name_or_email_changes():
+    state = _RunState()
+    mapping = load_mapping("jira")
+    ada, bob = PersonRecord("u1", "Ada", "ada@example.com"), PersonRecord("u2", "Bob", None)
+
+    def people(*persons: PersonRecord) -> list[PersonRecord]:
+        batch = Batch(records=[], people=list(persons))
+        return prepare_batch("eng-jira", "jira", batch, mapping, "UTC", state).people
+
+    assert people(ada, bob, ada) == [ada, bob]
+    assert people(bob, ada) == []
+    renamed, moved = PersonRecord("u1", "Ada L.", "ada@example.com"), PersonRecord("u2", "Bob", "bob@example.com")
+    assert people(renamed, moved, bob) == [renamed, moved]
+    # Without a run state (a lone batch), every person is written.
+    lone = prepare_batch("eng-jira", "jira", Batch(records=[], people=[ada, ada]), mapping, "UTC").people
+    assert lone == [ada, ada]

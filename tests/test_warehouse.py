@@ -189,6 +189,25 @@ def test_reapplying_the_same_versions_changes_nothing(warehouse: Warehouse) -> N
     pd.testing.assert_frame_equal(warehouse.read("task_history"), before)
 
 
+def test_upsert_tasks_writes_the_history_of_new_tasks_and_extends_that_of_stored_ones(warehouse: Warehouse) -> None:
+    tasks = task_rows(4)
+    uids = list(tasks["task_uid"])
+    first = pd.DataFrame([version(uid, "2025-01-01", "2025-03-01") for uid in uids[:3]])
+    assert warehouse.upsert_tasks(tasks.iloc[:3], first) == 3  # all new: nothing stored to read
+    # Stored tasks: their versions are read, and the new one closes the one before it.
+    warehouse.upsert_tasks(tasks.iloc[:1], pd.DataFrame([version(uids[0], "2025-01-09", "2025-03-15")]))
+    # One stored task and one new in the same batch.
+    warehouse.upsert_tasks(tasks.iloc[[1, 3]], pd.DataFrame([version(uids[1], "2025-01-09", "2025-04-01"),
+                                                             version(uids[3], "2025-01-09", "2025-05-01")]))
+    assert history_of(warehouse, uids[0]) == [("2025-01-01", "2025-01-09", "2025-03-01", "observed"),
+                                              ("2025-01-09", None, "2025-03-15", "observed")]
+    assert history_of(warehouse, uids[1]) == [("2025-01-01", "2025-01-09", "2025-03-01", "observed"),
+                                              ("2025-01-09", None, "2025-04-01", "observed")]
+    assert history_of(warehouse, uids[2]) == [("2025-01-01", None, "2025-03-01", "observed")]
+    assert history_of(warehouse, uids[3]) == [("2025-01-09", None, "2025-05-01", "observed")]
+    assert warehouse.count("tasks") == 4
+
+
 def test_tool_history_older_than_stored_versions_is_slotted_in_order(warehouse: Warehouse) -> None:
     uid = "eng-jira:10000"
     warehouse.apply_task_versions(pd.DataFrame([version(uid, "2025-01-10", "2025-03-20")]))

@@ -187,9 +187,10 @@ class Warehouse(ABC):
 
     def _merge_staged(
         self, table: Table, names: Sequence[str], source: str, rows: int, stored: int | None = None
-    ) -> None:
+    ) -> int | None:
         """Upsert the staged relation `source` (`rows` rows, columns `names`, `stored` of them already stored when
-        known) into the table."""
+        known) into the table; returns how many of the rows were stored before, where that was counted (or given),
+        else None."""
         if (self.upsert_checks_first and not _lacks_required_columns(table, names)
                 and (stored is not None or self._worth_counting(table, rows))):
             # Where INSERT ... ON CONFLICT costs several times a plain INSERT or UPDATE (DuckDB), count the keys
@@ -207,10 +208,10 @@ class Warehouse(ABC):
                 )
                 if table.name in self._row_counts:
                     self._row_counts[table.name] += rows
-                return
+                return stored
             if stored == rows:
                 self._execute(self._update_then_insert_sql(table, names, source)[0])
-                return
+                return stored
         if _lacks_required_columns(table, names):
             # PostgreSQL checks NOT NULL on the proposed row before ON CONFLICT, so partial rows update
             # the stored ones instead; any that are new fail on the missing columns, as they should.
@@ -218,6 +219,26 @@ class Warehouse(ABC):
                 self._execute(statement)
         else:
             self._execute(self._upsert_sql(table, names, source))
+        return stored
+
+    def upsert_tasks(self, tasks: Rows, versions: Rows | None) -> int:
+        """Upsert task rows (as `upsert` does) and merge their history versions (as `apply_task_versions` does),
+        in one transaction; returns the task rows written.
+
+        History is written only for stored tasks (here, for the tasks just upserted), so where the upsert counted
+        the tasks already stored and found none (a first sync on DuckDB), they have no history yet and it is not
+        read back: about a sixth of the write of a first sync.
+        """
+        table = TABLES["tasks"]
+        data = self._keyed_arrow(table, tasks)
+        if data.num_rows == 0:
+            return 0
+        with self.transaction():
+            with self._staged("_pmsync_incoming", table, data):
+                stored = self._merge_staged(table, data.column_names, "_pmsync_incoming", data.num_rows)
+            if versions is not None:
+                self.apply_task_versions(versions, tasks_new=stored == 0)
+        return data.num_rows
 
     def _worth_counting(self, table: Table, rows: int) -> bool:
         """Whether counting the stored keys of `rows` staged rows costs less than it may save.
@@ -338,7 +359,7 @@ class Warehouse(ABC):
 
     # Type-2 task history.
 
-    def apply_task_versions(self, versions: Rows) -> int:
+    def apply_task_versions(self, versions: Rows, *, tasks_new: bool = False) -> int:
         """Merge task versions into task_history; returns how many history rows were written or removed.
 
         Each version is (task_uid, valid_from, due_date, start_date, status_category, percent_complete,
@@ -347,13 +368,17 @@ class Warehouse(ABC):
         row's valid_to is the next row's valid_from (null for the open row). Versions older than stored ones
         (reconstructed from a tool's change log) are slotted in order; stored rows they make redundant are
         removed. A version at an existing (task_uid, valid_from) replaces it. Applying the same versions again
-        changes nothing.
+        changes nothing. `tasks_new` says that none of the tasks has stored history (`upsert_tasks` knows when), so
+        none is read.
         """
         incoming = self._history_input(versions)
         if incoming.num_rows == 0:
             return 0
         with self.transaction():
-            stored = self._stored_history(pc.unique(incoming.column("task_uid")))
+            if tasks_new:
+                stored = frames.empty_arrow(TABLES["task_history"])
+            else:
+                stored = self._stored_history(pc.unique(incoming.column("task_uid")))
             to_write, to_remove, rewritten = _history_changes(stored, incoming)
             if to_remove.num_rows:
                 self._delete_keys("task_history", to_remove)

@@ -57,6 +57,11 @@ def arrow_table(table: Table, data: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=names)
 
 
+def empty_arrow(table: Table) -> pa.Table:
+    """An Arrow table of the table's columns and types, with no rows."""
+    return pa.table({column.name: pa.array([], ARROW_TYPES[column.type]) for column in table.columns})
+
+
 def last_per_key(data: pa.Table, keys: tuple[str, ...]) -> pa.Table:
     """The rows with the last row of each key only (the table unchanged, and uncopied, when no key repeats)."""
     if data.num_rows < 2:
