@@ -20,7 +20,8 @@ card, plus `members/me`.
 
 Overlap: a pull reads up to BOARD_WORKERS boards at once, each on its own worker into a short queue (LOOKAHEAD
 batches, so a huge board read ahead of its turn holds only a few pages), and yields their batches board after
-board in the configured order. Within a board only what does not depend on order overlaps: the board and
+board in the configured order. A worker done with its board takes the next one at once (up to BOARDS_QUEUED
+boards are handed out ahead of their turn), not when the caller has yielded it. Within a board only what does not depend on order overlaps: the board and
 `members/me` are read while its actions are walked; its cards are listed after the actions, never with them.
 Each batch's cursor is composed in yield order (see `pull`), so a board read ahead never lends its position to an
 earlier board's batch. Every request still goes through the one session and its pacer, so the token budget (and
@@ -46,7 +47,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -73,6 +74,7 @@ NESTED_ACTIONS = 1000  # the most actions a card read nests
 CARD_WORKERS = 4  # threads for single requests (card reads, a board's furniture, members/me); none waits on another
 BOARD_WORKERS = 4  # boards read at once; their batches are still yielded board after board, in the configured order
 LOOKAHEAD = 2  # batches a board may hold ready before its turn: what reading ahead keeps in memory per board
+BOARDS_QUEUED = 2 * BOARD_WORKERS  # boards handed to the workers ahead of their turn (read or waiting to be)
 REPULL_AT = 250  # touched cards on one board from which re-listing the whole board is cheaper than reading each
 TIMEOUT_S = 60.0
 TOKEN_BUDGET = (90, 10.0)  # requests per seconds: under Trello's 100 / 10 s per token, leaving room for others
@@ -523,25 +525,28 @@ class TrelloConnector(Connector):
             self._abandon.set()  # a pull left unfinished (and not yet collected) must not keep board workers
         stop = self._abandon = threading.Event()
         upcoming = iter(self.boards)
-        running: deque[tuple[str, queue.Queue]] = deque()
+        running: deque[tuple[str, queue.Queue, Future]] = deque()
 
         def start_next() -> None:
             board_id = next(upcoming, None)
             if board_id is not None:
                 ready: queue.Queue = queue.Queue(LOOKAHEAD)
-                self.board_pool().submit(fill, read(board_id), ready, stop)
-                running.append((board_id, ready))
+                running.append((board_id, ready, self.board_pool().submit(fill, read(board_id), ready, stop)))
 
         try:
-            for _ in range(BOARD_WORKERS):
+            # Twice as many boards as workers are queued, so that a worker whose board is read (its last batches
+            # waiting in their queue for their turn) starts the next board at once, not when the caller gets there.
+            for _ in range(BOARDS_QUEUED):
                 start_next()
             while running:
-                board_id, ready = running.popleft()
+                board_id, ready, _ = running.popleft()
                 for batch in drain(ready, stop):
                     yield board_id, batch
                 start_next()
         finally:
             stop.set()
+            for _, _, queued in running:
+                queued.cancel()  # boards not started yet are not started
 
     def _board(self, board_id: str, start: str | None) -> Iterator[Batch]:
         """One board's batches (whole when it has no position yet), each with only this board's position as its

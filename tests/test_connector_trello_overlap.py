@@ -19,7 +19,7 @@ import pytest
 from test_connector_trello import snapshot, uninterrupted
 
 from connectors.base import Batch
-from connectors.trello import LOOKAHEAD, TrelloConnector
+from connectors.trello import BOARD_WORKERS, LOOKAHEAD, TrelloConnector
 from mappings.mapping import load_mapping
 from pmsync.config import TrelloConnection
 from pmsync.errors import ConnectionFailed
@@ -198,6 +198,23 @@ def test_a_board_read_ahead_of_its_turn_holds_a_bounded_number_of_pages(box: San
     assert served.met == {(cards_1, 2): False}  # board 2 never went past the bound while board 1 waited
     assert served.arrived(cards_2) == 11  # 21 cards, 2 a page: every page once, none asked twice
     assert [min(board_of(batch)) for batch in batches] == [first] * 11 + [second] * 11
+
+
+def test_a_worker_done_with_its_board_starts_the_next_board_before_the_caller_reaches_it(box: Sandbox, connect) -> None:
+    for n in range(BOARD_WORKERS):
+        box.call(box.emulators["trello"].world.add_board, f"Extra board {n}")
+    boards = board_ids(box)
+    assert len(boards) == BOARD_WORKERS + 2
+    first_cards = paths(boards[0])[2]
+    beyond = paths(boards[BOARD_WORKERS])[1]  # the actions of the first board no worker takes at the start
+    # Board 1's cards are held until that board's actions arrive. Board 1's worker is waiting and the caller waits
+    # for board 1, so only a worker that moves on from a board read ahead of its turn can ask for them.
+    served = gate(box, {(first_cards, 1): lambda g: g.arrived(beyond) > 0}, patience_s=5.0)
+    batches = list(connect(box).pull(None))
+
+    assert served.met == {(first_cards, 1): True}
+    assert [batch.projects[0].native_id for batch in batches if batch.projects] == boards
+    assert sorted(ids_of(batches)) == sorted(cards_of(box))
 
 
 def test_an_incremental_pull_asks_every_board_for_its_new_actions_at_once(box: Sandbox, connect) -> None:
