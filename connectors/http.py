@@ -102,13 +102,38 @@ def retry_delay(policy: RetryPolicy, stats: RequestStats, attempt: int, retry_af
 
 def is_broken_json(body: bytes) -> bool:
     """True when a body that should be JSON does not parse (a truncated or malformed page)."""
+    return parsed_json(body) is BROKEN
+
+
+BROKEN = object()  # what `parsed_json` answers for a body that does not parse
+
+
+def parsed_json(body: bytes) -> Any:
+    """The document of a JSON body, None for an empty one, or BROKEN when it does not parse."""
     if not body:
-        return False
+        return None
     try:
-        orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
-        return True
-    return False
+        return BROKEN
+
+
+class ParsedOnce:
+    """A response's `json()` that answers the document its body was already parsed into, so that the SDK reading
+    it does not parse a large page a second time (and with the slower standard library); a second call parses the
+    body again, since the first caller may have changed what it got."""
+
+    def __init__(self, response: requests.Response, document: Any) -> None:
+        self.response = response
+        self.document: Any = document
+        self.taken = False
+
+    def __call__(self, **_: Any) -> Any:
+        if self.taken:
+            return orjson.loads(self.response.content)
+        self.taken = True
+        document, self.document = self.document, None
+        return document
 
 
 class RetryingAdapter(HTTPAdapter):
@@ -167,11 +192,15 @@ class RetryingAdapter(HTTPAdapter):
                 response.close()
                 self._wait(attempt, retry_after, f"{status} on {request.method} {_path(request.url)}")
                 continue
-            if (policy.check_json and not last and request.method == "GET" and 200 <= status < 300
-                    and "json" in response.headers.get("Content-Type", "") and is_broken_json(response.content)):
-                self.stats.add(bad_bodies=1)
-                self._wait(attempt, None, f"unreadable JSON body on GET {_path(request.url)}")
-                continue
+            if (policy.check_json and request.method == "GET" and 200 <= status < 300
+                    and "json" in response.headers.get("Content-Type", "")):
+                document = parsed_json(response.content)
+                if document is BROKEN and not last:
+                    self.stats.add(bad_bodies=1)
+                    self._wait(attempt, None, f"unreadable JSON body on GET {_path(request.url)}")
+                    continue
+                if document is not BROKEN and document is not None:
+                    response.json = ParsedOnce(response, document)  # type: ignore[method-assign]
             return response
         raise AssertionError("unreachable: the last attempt returns or raises")
 

@@ -86,6 +86,30 @@ def test_a_truncated_json_page_is_fetched_again():
     assert response.json() == {"ok": True} and stats.bad_bodies == 1
 
 
+def test_a_json_page_checked_on_arrival_is_handed_to_its_reader_without_parsing_it_again(monkeypatch):
+    app = Starlette(routes=[Route("/x", lambda r: JSONResponse({"issues": [{"id": "1"}]}))])
+    stats, waits = RequestStats(), []
+    with serve_app(app) as url:
+        response = session_for(stats, waits).get(f"{url}/x")
+    # The adapter parsed the body to check it: the reader gets that document, and requests' own parser is not run.
+    monkeypatch.setattr(requests.models, "complexjson", None)
+    first = response.json()
+    assert first == {"issues": [{"id": "1"}]}
+    first["issues"].clear()
+    assert response.json() == {"issues": [{"id": "1"}]}  # a second reader gets the body again, not the first's edits
+
+
+def test_the_last_attempt_returns_a_broken_json_page_for_its_reader_to_reject():
+    script = Script(*[Response(b'{"issues": [', media_type="application/json") for _ in range(2)])
+    app = Starlette(routes=[Route("/x", script.handle)])
+    stats, waits = RequestStats(), []
+    with serve_app(app) as url:
+        response = session_for(stats, waits, attempts=2).get(f"{url}/x")
+    assert stats.bad_bodies == 1 and script.calls == 2
+    with pytest.raises(ValueError):
+        response.json()
+
+
 def test_the_last_attempt_returns_the_error_to_the_caller():
     app = Starlette(routes=[Route("/x", Script(*[Response("no", status_code=500) for _ in range(5)]).handle)])
     stats, waits = RequestStats(), []
