@@ -25,13 +25,16 @@ plan's baseline. Records are dated by calendar day (`*_date`) because MS Project
 
 The cursor is {file reference: JSON of {"version": eTag or "mtime_ns:size", "uids": "1-40,42"}}; the uids let the
 census name the tasks of unchanged files without reading them again. Costs per pull: one metadata request per
-drive file, plus two per changed drive file; none for local files.
+drive file, plus two per changed drive file; none for local files. The drive files are fetched FILES_AT_ONCE at a
+time, a window's metadata requests and then its downloads side by side; the files are then read by MPXJ one after
+another, in the configured order, and a file's cursor entry is committed with its last batch.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +53,7 @@ log = logging.getLogger("pmsync.connectors.msproject")
 
 TOOL_LABEL = "MS Project files"
 BATCH_SIZE = 1000
+FILES_AT_ONCE = 8  # drive files whose metadata (and, where changed, content) are read side by side
 LINK_KINDS = {"FS": "finish_to_start", "SS": "start_to_start", "FF": "finish_to_finish", "SF": "start_to_finish"}
 _JVM_LOCK = threading.Lock()
 _STARTER_LOCK = threading.Lock()
@@ -328,14 +332,13 @@ class MsProjectConnector(Connector):
         last batch of a file carries the file as a project and the cursor that marks it read."""
         committed = dict(cursor or {})
         census: set[str] = set()
-        for f in self.files:
-            version = self.version_of(f)
+        for f, version, content in self._fetched(committed):
             known = _cursor_entry(committed.get(version.ref))
-            if known and known.get("version") == version.version:
-                census.update(f"{version.prefix}:{uid}" for uid in parse_ranges(known.get("uids", "")))
+            if content is None:  # unchanged since the cursor
+                census.update(f"{version.prefix}:{uid}" for uid in parse_ranges((known or {}).get("uids", "")))
                 continue
             try:
-                project = self._read(f, version)
+                project = self._parse(f, version, content)
             except UnreadableFile as exc:
                 # Quarantined, not fatal: the other files still load, the file's tasks are not taken as deleted,
                 # and it is read again once it changes.
@@ -361,13 +364,16 @@ class MsProjectConnector(Connector):
         yield from sorted(self._census or ())
 
     def has_changes(self, cursor: dict[str, str] | None) -> bool:
-        """One metadata request per drive file, a stat per local file: True when any version differs."""
+        """One metadata request per drive file (FILES_AT_ONCE at once), a stat per local file: True when any
+        version differs."""
         if not cursor:
             return True
-        for f in self.files:
-            version = self.version_of(f)
-            if (_cursor_entry(cursor.get(version.ref)) or {}).get("version") != version.version:
-                return True
+        for start in range(0, len(self.files), FILES_AT_ONCE):
+            for version in self._versions(self.files[start:start + FILES_AT_ONCE]):
+                if isinstance(version, BaseException):
+                    raise version
+                if _changed(cursor, version):
+                    return True
         return False
 
     def close(self) -> None:
@@ -378,28 +384,72 @@ class MsProjectConnector(Connector):
     def version_of(self, f: ProjectFile) -> FileVersion:
         """A file's identity and version: the drive item's eTag (one request), or a local file's mtime and size."""
         if f.kind == "file":
-            assert f.path is not None
-            try:
-                stat = f.path.stat()
-            except OSError as exc:
-                raise ConnectionFailed(f"MS Project file {f.path} cannot be read ({exc.strerror}); check the "
-                                       "connection's files.") from None
-            return FileVersion(ref=str(f), prefix=f.path.stem, name=f.path.name,
-                               version=f"{stat.st_mtime_ns}:{stat.st_size}",
-                               modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC), url=f.path.as_uri())
-        item = self.session_().get_json(self._item(f), f"reading drive item {f.item_id}")
-        modified = item.get("lastModifiedDateTime") or item.get("createdDateTime")
-        return FileVersion(ref=str(f), prefix=str(f.item_id), name=item.get("name") or str(f.item_id),
-                           version=str(item.get("eTag") or item.get("cTag") or modified),
-                           modified=datetime.fromisoformat(modified), url=item.get("webUrl"))
+            return _local_version(f)
+        return _drive_version(f, self.session_().get_json(self._item(f), f"reading drive item {f.item_id}"))
 
-    def _read(self, f: ProjectFile, version: FileVersion) -> Any:
-        start_jvm_in_background()  # up while the file downloads
-        if f.kind == "file":
-            assert f.path is not None
-            content = f.path.read_bytes()
-        else:
-            content = self.session_().get_bytes(self._item(f).content, f"downloading drive item {f.item_id}")
+    def _fetched(self, cursor: dict[str, str]) -> Iterator[tuple[ProjectFile, FileVersion, bytes | None]]:
+        """Every file in the configured order with its version and, where that differs from the cursor's, its
+        content (None where it does not). Files are fetched FILES_AT_ONCE at a time, a window's drive requests side
+        by side; a file's failure is raised in its turn, after the files before it. The JVM starts (on a thread of
+        its own) as soon as a file is known to need reading, while the contents download."""
+        for start in range(0, len(self.files), FILES_AT_ONCE):
+            window = self.files[start:start + FILES_AT_ONCE]
+            versions = self._versions(window)
+            changed = [k for k, version in enumerate(versions)
+                       if not isinstance(version, BaseException) and _changed(cursor, version)]
+            if changed:
+                start_jvm_in_background()
+            contents = dict(zip(changed, self._contents([window[k] for k in changed])))
+            for k, f in enumerate(window):
+                version, content = versions[k], contents.get(k)
+                if isinstance(version, BaseException):
+                    raise version
+                if isinstance(content, BaseException):
+                    raise content
+                yield f, version, content
+
+    def _versions(self, files: list[ProjectFile]) -> list[FileVersion | BaseException]:
+        """`version_of` each file (a failure in its place), the drive items' metadata requests all at once."""
+        out: list[FileVersion | BaseException] = []
+        for f in files:
+            try:
+                out.append(_local_version(f) if f.kind == "file" else _PENDING)
+            except ConnectionFailed as exc:
+                out.append(exc)
+        drive = [k for k, f in enumerate(files) if f.kind != "file"]
+        if drive:
+            session = self.session_()
+            bodies = session.run(_all(session.fetch_bytes(self._item(files[k]), f"reading drive item "
+                                                                              f"{files[k].item_id}") for k in drive))
+            for k, body in zip(drive, bodies, strict=True):
+                out[k] = body if isinstance(body, BaseException) else _drive_version(
+                    files[k], orjson.loads(body) if body else None)
+        return out
+
+    def _contents(self, files: list[ProjectFile]) -> list[bytes | BaseException]:
+        """Each file's bytes (a failure in its place), the drive items' downloads all at once."""
+        out: list[bytes | BaseException] = []
+        for f in files:
+            if f.kind == "file":
+                assert f.path is not None
+                try:
+                    out.append(f.path.read_bytes())
+                except OSError as exc:
+                    out.append(ConnectionFailed(f"MS Project file {f.path} cannot be read ({exc.strerror}); check "
+                                                "the connection's files."))
+            else:
+                out.append(b"")
+        drive = [k for k, f in enumerate(files) if f.kind != "file"]
+        if drive:
+            session = self.session_()
+            bodies = session.run(_all(session.fetch_bytes(self._item(files[k]).content, f"downloading drive item "
+                                                                                      f"{files[k].item_id}")
+                                      for k in drive))
+            for k, body in zip(drive, bodies, strict=True):
+                out[k] = body
+        return out
+
+    def _parse(self, f: ProjectFile, version: FileVersion, content: bytes) -> Any:
         try:
             return read_project(content)
         except ValueError as exc:
@@ -431,6 +481,39 @@ class MsProjectConnector(Connector):
             raise ConnectionFailed(f"{self.name}: drive files need Microsoft Graph credentials; add auth to the "
                                    "connection.")
         return self.session
+
+
+_PENDING = ConnectionFailed("drive item not read")  # a drive file's place until its metadata is read
+
+
+async def _all(awaitables: Iterable[Awaitable[Any]]) -> list[Any]:
+    """The awaitables' results in order, run at once; a failure is returned in its place."""
+    return await asyncio.gather(*awaitables, return_exceptions=True)
+
+
+def _local_version(f: ProjectFile) -> FileVersion:
+    """A local file's identity, and its modification time and size as its version."""
+    assert f.path is not None
+    try:
+        stat = f.path.stat()
+    except OSError as exc:
+        raise ConnectionFailed(f"MS Project file {f.path} cannot be read ({exc.strerror}); check the "
+                               "connection's files.") from None
+    return FileVersion(ref=str(f), prefix=f.path.stem, name=f.path.name, version=f"{stat.st_mtime_ns}:{stat.st_size}",
+                       modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC), url=f.path.as_uri())
+
+
+def _drive_version(f: ProjectFile, item: dict[str, Any]) -> FileVersion:
+    """A drive file's identity, and its eTag as its version, from the item's metadata."""
+    modified = item.get("lastModifiedDateTime") or item.get("createdDateTime")
+    return FileVersion(ref=str(f), prefix=str(f.item_id), name=item.get("name") or str(f.item_id),
+                       version=str(item.get("eTag") or item.get("cTag") or modified),
+                       modified=datetime.fromisoformat(modified), url=item.get("webUrl"))
+
+
+def _changed(cursor: dict[str, str], version: FileVersion) -> bool:
+    """Whether the file's version differs from the one the cursor read (or the cursor never read it)."""
+    return (_cursor_entry(cursor.get(version.ref)) or {}).get("version") != version.version
 
 
 def _cursor_entry(value: str | None) -> dict[str, str] | None:

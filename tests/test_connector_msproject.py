@@ -179,6 +179,17 @@ def test_full_pull_reads_metadata_then_content_of_every_file(shared_box: Sandbox
     assert connector.stats.requests == files * 3
 
 
+def test_the_drive_files_metadata_and_downloads_are_in_flight_together(box: Sandbox, connect) -> None:
+    emulator = box.emulators["graph"]
+    emulator.settings.latency_s = 0.2  # every request is held a while: those sent together overlap in the server
+    files = len(box.portfolio.projects_of(MSPROJECT))
+    assert files >= 2
+    emulator.reset_stats()
+    batches = list(connect(box).pull(None))
+    assert len(batches) == files and emulator.stats.requests == files * 3
+    assert emulator.stats.peak_in_flight == files  # one after another, it would be 1
+
+
 # -- incremental syncs --------------------------------------------------------------------------------------------
 
 def test_incremental_sync_rereads_only_the_changed_file(box: Sandbox, warehouse: Warehouse, connect) -> None:
@@ -298,7 +309,10 @@ def test_a_killed_sync_resumed_leaves_what_an_uninterrupted_one_leaves(
     emulator = box.emulators["graph"]
     emulator.settings.latency_s = 0.3
     config = write_config(tmp_path / "pmsync.yaml", backend.config_url, connection_dict(box))
-    process = subprocess.Popen([sys.executable, "-c", SYNC_SCRIPT, str(config), CONNECTION], cwd=REPO,
+    # Files are fetched a window at a time; with windows of one file, the second file's download shows that the
+    # first was read and handed to the load (its commit follows at once), so the kill lands between files.
+    script = "import connectors.msproject\nconnectors.msproject.FILES_AT_ONCE = 1\n" + SYNC_SCRIPT
+    process = subprocess.Popen([sys.executable, "-c", script, str(config), CONNECTION], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     kill_after(process, lambda: emulator.stats.by_route[DOWNLOAD_ROUTE] >= 2, timeout_s=120)
     assert process.returncode == -signal.SIGKILL
