@@ -35,6 +35,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -389,9 +390,11 @@ class MsProjectConnector(Connector):
 
     def _fetched(self, cursor: dict[str, str]) -> Iterator[tuple[ProjectFile, FileVersion, bytes | None]]:
         """Every file in the configured order with its version and, where that differs from the cursor's, its
-        content (None where it does not). Files are fetched FILES_AT_ONCE at a time, a window's drive requests side
-        by side; a file's failure is raised in its turn, after the files before it. The JVM starts (on a thread of
-        its own) as soon as a file is known to need reading, while the contents download."""
+        content (None where it does not). Files are fetched FILES_AT_ONCE at a time: a window's metadata requests
+        side by side, then its downloads side by side on a thread of their own, each file handed over as soon as
+        its own bytes are in (so MPXJ reads the first while the others download). A file's failure is raised in its
+        turn, after the files before it. The JVM starts (on a thread of its own) as soon as a file is known to need
+        reading."""
         for start in range(0, len(self.files), FILES_AT_ONCE):
             window = self.files[start:start + FILES_AT_ONCE]
             versions = self._versions(window)
@@ -399,14 +402,17 @@ class MsProjectConnector(Connector):
                        if not isinstance(version, BaseException) and _changed(cursor, version)]
             if changed:
                 start_jvm_in_background()
-            contents = dict(zip(changed, self._contents([window[k] for k in changed])))
-            for k, f in enumerate(window):
-                version, content = versions[k], contents.get(k)
-                if isinstance(version, BaseException):
-                    raise version
-                if isinstance(content, BaseException):
-                    raise content
-                yield f, version, content
+            downloads, downloader = self._contents([window[k] for k in changed])
+            contents = dict(zip(changed, downloads, strict=True))
+            try:
+                for k, f in enumerate(window):
+                    version = versions[k]
+                    if isinstance(version, BaseException):
+                        raise version
+                    yield f, version, None if k not in contents else contents[k].result()
+            finally:
+                if downloader is not None:
+                    downloader.join()  # the session is free again (and can be closed) once its downloads end
 
     def _versions(self, files: list[ProjectFile]) -> list[FileVersion | BaseException]:
         """`version_of` each file (a failure in its place), the drive items' metadata requests all at once."""
@@ -426,28 +432,51 @@ class MsProjectConnector(Connector):
                     files[k], orjson.loads(body) if body else None)
         return out
 
-    def _contents(self, files: list[ProjectFile]) -> list[bytes | BaseException]:
-        """Each file's bytes (a failure in its place), the drive items' downloads all at once."""
-        out: list[bytes | BaseException] = []
+    def _contents(self, files: list[ProjectFile]) -> tuple[list[Future[bytes]], threading.Thread | None]:
+        """Each file's bytes as a future: local files read now, drive files downloaded side by side on a thread
+        that runs the session's loop (returned, to be joined); a failure is the future's."""
+        out: list[Future[bytes]] = []
+        drive: list[tuple[ProjectFile, Future[bytes]]] = []
         for f in files:
-            if f.kind == "file":
-                assert f.path is not None
-                try:
-                    out.append(f.path.read_bytes())
-                except OSError as exc:
-                    out.append(ConnectionFailed(f"MS Project file {f.path} cannot be read ({exc.strerror}); check "
-                                                "the connection's files."))
-            else:
-                out.append(b"")
-        drive = [k for k, f in enumerate(files) if f.kind != "file"]
-        if drive:
-            session = self.session_()
-            bodies = session.run(_all(session.fetch_bytes(self._item(files[k]).content, f"downloading drive item "
-                                                                                      f"{files[k].item_id}")
-                                      for k in drive))
-            for k, body in zip(drive, bodies, strict=True):
-                out[k] = body
-        return out
+            future: Future[bytes] = Future()
+            out.append(future)
+            if f.kind != "file":
+                drive.append((f, future))
+                continue
+            assert f.path is not None
+            try:
+                future.set_result(f.path.read_bytes())
+            except OSError as exc:
+                future.set_exception(ConnectionFailed(f"MS Project file {f.path} cannot be read ({exc.strerror}); "
+                                                      "check the connection's files."))
+        if not drive:
+            return out, None
+        session = self.session_()
+
+        async def download(f: ProjectFile, future: Future[bytes]) -> None:
+            try:
+                future.set_result(await session.fetch_bytes(self._item(f).content,
+                                                            f"downloading drive item {f.item_id}"))
+            except Exception as exc:  # handed to the reader in the file's turn
+                future.set_exception(exc)
+
+        async def download_all() -> None:
+            await asyncio.gather(*(download(f, future) for f, future in drive))
+
+        def run() -> None:
+            stopped: BaseException = ConnectionFailed(f"{self.name}: the downloads stopped before they ended.")
+            try:
+                session.run(download_all())
+            except BaseException as exc:  # noqa: BLE001 - handed to the reader, whose thread can raise it
+                stopped = exc
+            finally:
+                for _, future in drive:
+                    if not future.done():  # no reader may wait for ever on a download that never ran
+                        future.set_exception(stopped)
+
+        downloader = threading.Thread(target=run, daemon=True, name=f"pmsync-{self.name}-downloads")
+        downloader.start()
+        return out, downloader
 
     def _parse(self, f: ProjectFile, version: FileVersion, content: bytes) -> Any:
         try:

@@ -190,6 +190,18 @@ def test_the_drive_files_metadata_and_downloads_are_in_flight_together(box: Sand
     assert emulator.stats.peak_in_flight == files  # one after another, it would be 1
 
 
+def test_a_failed_download_is_raised_in_its_files_turn_after_the_files_before_it(box: Sandbox, connect) -> None:
+    files = drive_files(box)
+    first, second = (f.rsplit("/", 1)[-1] for f in files[:2])
+    box.emulators["graph"].inject("status", status=404, path=f"/items/{second}/content", times=-1)
+    pulled: list[Batch] = []
+    with pytest.raises(ConnectionFailed, match=second):
+        for batch in connect(box).pull(None):
+            pulled.append(batch)
+    assert pulled and {r["_pmsync"]["project_native_id"] for b in pulled for r in b.records} == {first}
+    assert pulled[-1].cursor is not None and list(pulled[-1].cursor) == [files[0]]  # the first file is committed
+
+
 # -- incremental syncs --------------------------------------------------------------------------------------------
 
 def test_incremental_sync_rereads_only_the_changed_file(box: Sandbox, warehouse: Warehouse, connect) -> None:
