@@ -81,8 +81,9 @@ class Progress:
 @dataclass
 class _RunState:
     seen: set[tuple[str, Any]] = field(default_factory=set)
-    # People written in this run, as (native id, email, name): a connection names the same assignees on every page.
-    people: set[tuple[str, str | None, str | None]] = field(default_factory=set)
+    # People written in this run, as (connection, native id, email, name): a connection names the same assignees on
+    # every page.
+    people: set[tuple[str, str, str | None, str | None]] = field(default_factory=set)
 
 
 def sync_connection(
@@ -269,17 +270,17 @@ def prepare_batch(connection: str, tool: str, batch: Batch, mapping: Mapping, ti
             columns=["connection", "native_id", "raw_payload", "reason"])
         quarantined = pd.concat([quarantined, rejected], ignore_index=True) if not quarantined.empty else rejected
     return PreparedBatch(connection, tool, batch, tasks, versions, quarantined, now,
-                         _new_people(batch.people, state))
+                         _new_people(connection, batch.people, state))
 
 
-def _new_people(people: list[PersonRecord], state: _RunState | None) -> list[PersonRecord]:
+def _new_people(connection: str, people: list[PersonRecord], state: _RunState | None) -> list[PersonRecord]:
     """The people this run has not met yet with that email and name (all of them without a run state). A failed
     write ends the connection's sync and its run state with it, so what is noted here has been written."""
     if state is None:
         return people
     fresh = []
     for person in people:
-        key = (person.native_id, person.email, person.display_name)
+        key = (connection, person.native_id, person.email, person.display_name)
         if key not in state.people:
             state.people.add(key)
             fresh.append(person)

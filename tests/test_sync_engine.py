@@ -103,6 +103,9 @@ def test_a_run_prepares_each_person_once_and_again_when_their_name_or_email_chan
     assert people(bob, ada) == []
     renamed, moved = PersonRecord("u1", "Ada L.", "ada@example.com"), PersonRecord("u2", "Bob", "bob@example.com")
     assert people(renamed, moved, bob) == [renamed, moved]
+    # Another connection's people are its own, whatever their ids (the bench's replay shares one state).
+    other = prepare_batch("ops-trello", "trello", Batch(records=[], people=[ada]), mapping, "UTC", state).people
+    assert other == [ada]
     # Without a run state (a lone batch), every person is written.
     lone = prepare_batch("eng-jira", "jira", Batch(records=[], people=[ada, ada]), mapping, "UTC").people
     assert lone == [ada, ada]
