@@ -38,7 +38,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -418,7 +418,8 @@ class AsanaConnector(Connector):
         if state.project is not None and state.project not in self.projects:
             state.project, state.offset, state.pending_token = None, "", ""
         start = self.projects.index(state.project) if state.project is not None else 0
-        projects = self.project_records()
+        # The projects' own reads (their names, for the first batch) go out first, side by side with the heads.
+        projects = self.project_reads()
         first = True
         # A full walk from the first project sees every task and subtask: the census after it needs no listing.
         walked: list[str] | None = [] if cursor is None else None
@@ -439,7 +440,7 @@ class AsanaConnector(Connector):
                 state.project, state.offset, state.pending_token = gid, "", ""
             for batch in self._project_batches(gid, state, events[gid].result(), last=k == len(self.projects) - 1):
                 if first:
-                    batch.projects, first = projects, False
+                    batch.projects, first = [read.result() for read in projects], False
                 if walked is not None:
                     walked.extend(str(record["gid"]) for record in batch.records if isinstance(record, dict)
                                   and record.get("gid"))
@@ -887,14 +888,18 @@ class AsanaConnector(Connector):
 
     # -- reads ------------------------------------------------------------------------------------------------
     def project_records(self) -> list[ProjectRecord]:
-        """The configured projects as Asana names them (one project read each)."""
-        records = []
-        for gid in self.projects:
-            body = self._call(f"reading project {gid}", lambda gid=gid: self.projects_api.get_project(
-                gid, {"opt_fields": "name,permalink_url"}, **self._kw()))
-            data = body.get("data") or {}
-            records.append(ProjectRecord(native_id=gid, name=data.get("name") or gid, url=data.get("permalink_url")))
-        return records
+        """The configured projects as Asana names them (one project read each, side by side)."""
+        return [read.result() for read in self.project_reads()]
+
+    def project_reads(self) -> list[Future[ProjectRecord]]:
+        """The configured projects' reads, started now on the pool (one request each), in configured order."""
+        return [self.pool().submit(self._project_record, gid) for gid in self.projects]
+
+    def _project_record(self, gid: str) -> ProjectRecord:
+        body = self._call(f"reading project {gid}", lambda: self.projects_api.get_project(
+            gid, {"opt_fields": "name,permalink_url"}, **self._kw()))
+        data = body.get("data") or {}
+        return ProjectRecord(native_id=gid, name=data.get("name") or gid, url=data.get("permalink_url"))
 
     def _listing_pages(self, project: str, since: datetime | None, offset: str, fields: Iterable[str],
                        read: list[tuple[list[dict[str, Any]], str | None]] | None = None,

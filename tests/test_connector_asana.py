@@ -341,6 +341,22 @@ def test_an_incremental_pull_reads_the_projects_events_and_listings_side_by_side
     assert stats.in_flight_by_path["GET /api/1.0/tasks"] == 0
 
 
+def test_a_pull_reads_the_projects_themselves_side_by_side_with_their_events(box, connect) -> None:
+    projects = len(box.portfolio.projects_of(ASANA))
+    emulator = box.emulators["asana"]
+    connector = connect(box)
+    cursor = list(connector.pull(None))[-1].cursor
+    emulator.settings.latency_s = 0.2  # long enough that requests sent together are seen together
+    box.call(emulator.reset_stats)
+    batches = list(connector.pull(cursor))
+    stats = box.call(lambda: emulator.stats)
+    assert [project.native_id for project in batches[0].projects] == connector.projects
+    assert stats.by_route["GET /api/1.0/projects/{gid}"] == projects
+    # Every project read and every events read at once. Reading the projects one after another before the events,
+    # at most one request more than the projects would be in flight (the token's user, beside the listings).
+    assert stats.peak_in_flight >= 2 * projects
+
+
 def test_a_listing_longer_than_the_pages_read_ahead_goes_on_where_they_stopped(box, connect, monkeypatch) -> None:
     p, t = box.portfolio, box.portfolio.tasks
     cursor = list(connect(box).pull(None))[-1].cursor
