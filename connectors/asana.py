@@ -887,12 +887,9 @@ class AsanaConnector(Connector):
         return batch
 
     # -- reads ------------------------------------------------------------------------------------------------
-    def project_records(self) -> list[ProjectRecord]:
-        """The configured projects as Asana names them (one project read each, side by side)."""
-        return [read.result() for read in self.project_reads()]
-
     def project_reads(self) -> list[Future[ProjectRecord]]:
-        """The configured projects' reads, started now on the pool (one request each), in configured order."""
+        """The configured projects as Asana names them: their reads, started now on the pool (one request each,
+        side by side), in configured order."""
         return [self.pool().submit(self._project_record, gid) for gid in self.projects]
 
     def _project_record(self, gid: str) -> ProjectRecord:

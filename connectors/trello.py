@@ -21,8 +21,9 @@ card, plus `members/me`.
 Overlap: a pull reads up to BOARD_WORKERS boards at once, each on its own worker into a short queue (LOOKAHEAD
 batches, so a huge board read ahead of its turn holds only a few pages), and yields their batches board after
 board in the configured order. A worker done with its board takes the next one at once (up to BOARDS_QUEUED
-boards are handed out ahead of their turn), not when the caller has yielded it. Within a board only what does not depend on order overlaps: the board and
-`members/me` are read while its actions are walked; its cards are listed after the actions, never with them.
+boards are handed out ahead of their turn), not when the caller has yielded it. Within a board only what does not
+depend on order overlaps: the board and `members/me` are read while its actions are walked; its cards are listed
+after the actions, never with them.
 Each batch's cursor is composed in yield order (see `pull`), so a board read ahead never lends its position to an
 earlier board's batch. Every request still goes through the one session and its pacer, so the token budget (and
 a configured `requests_per_second`) holds however many threads ask.
