@@ -447,8 +447,7 @@ class MsProjectConnector(Connector):
             try:
                 future.set_result(f.path.read_bytes())
             except OSError as exc:
-                future.set_exception(ConnectionFailed(f"MS Project file {f.path} cannot be read ({exc.strerror}); "
-                                                      "check the connection's files."))
+                future.set_exception(_unreadable(f, exc))
         if not drive:
             return out, None
         session = self.session_()
@@ -526,10 +525,14 @@ def _local_version(f: ProjectFile) -> FileVersion:
     try:
         stat = f.path.stat()
     except OSError as exc:
-        raise ConnectionFailed(f"MS Project file {f.path} cannot be read ({exc.strerror}); check the "
-                               "connection's files.") from None
+        raise _unreadable(f, exc) from None
     return FileVersion(ref=str(f), prefix=f.path.stem, name=f.path.name, version=f"{stat.st_mtime_ns}:{stat.st_size}",
                        modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC), url=f.path.as_uri())
+
+
+def _unreadable(f: ProjectFile, exc: OSError) -> ConnectionFailed:
+    """A local file the operating system would not let pmsync read, named, with the fix."""
+    return ConnectionFailed(f"MS Project file {f.path} cannot be read ({exc.strerror}); check the connection's files.")
 
 
 def _drive_version(f: ProjectFile, item: dict[str, Any]) -> FileVersion:

@@ -177,13 +177,17 @@ class Warehouse(ABC):
         given. A caller that has just read, in the same transaction, how many of the rows' keys are stored may
         say so in `stored`, which spares a backend that would count them (see `upsert_checks_first`).
         """
-        table = schema_table(table_name)
+        return self._upsert(schema_table(table_name), rows, stored)[0]
+
+    def _upsert(self, table: Table, rows: Rows, stored: int | None = None) -> tuple[int, int | None]:
+        """`upsert`: (rows written, how many of them were stored before where that was counted or given, else
+        None)."""
         data = self._keyed_arrow(table, rows)
         if data.num_rows == 0:
-            return 0
+            return 0, None
         with self.transaction(), self._staged("_pmsync_incoming", table, data):
-            self._merge_staged(table, data.column_names, "_pmsync_incoming", data.num_rows, stored)
-        return data.num_rows
+            counted = self._merge_staged(table, data.column_names, "_pmsync_incoming", data.num_rows, stored)
+        return data.num_rows, counted
 
     def _merge_staged(
         self, table: Table, names: Sequence[str], source: str, rows: int, stored: int | None = None
@@ -229,16 +233,11 @@ class Warehouse(ABC):
         the tasks already stored and found none (a first sync on DuckDB), they have no history yet and it is not
         read back: about a sixth of the write of a first sync.
         """
-        table = TABLES["tasks"]
-        data = self._keyed_arrow(table, tasks)
-        if data.num_rows == 0:
-            return 0
         with self.transaction():
-            with self._staged("_pmsync_incoming", table, data):
-                stored = self._merge_staged(table, data.column_names, "_pmsync_incoming", data.num_rows)
-            if versions is not None:
+            written, stored = self._upsert(TABLES["tasks"], tasks)
+            if written and versions is not None:
                 self.apply_task_versions(versions, tasks_new=stored == 0)
-        return data.num_rows
+        return written
 
     def _worth_counting(self, table: Table, rows: int) -> bool:
         """Whether counting the stored keys of `rows` staged rows costs less than it may save.
