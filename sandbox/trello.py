@@ -567,7 +567,9 @@ class TrelloWorld:
             refs = [r for r in self.task_action_refs(i) if _wanted(r, types)]
             refs.sort(key=lambda r: r.id, reverse=True)
             limit = _int_param(args, "actions_limit", ACTIONS_DEFAULT_LIMIT, 0, MAX_LIMIT)
-            document["actions"] = [self.action_json(r) for r in refs[:limit]]
+            fields_ = _fields(args, "action_fields")
+            creator = _bool(args.get("action_memberCreator", True), "action_memberCreator")
+            document["actions"] = [self.action_json(r, fields_, creator) for r in refs[:limit]]
         return document
 
     # -- cards of a board -------------------------------------------------------------------------------------
@@ -818,34 +820,53 @@ class TrelloWorld:
         self.state.actions_by_task.setdefault(i, []).append(action.id)
         return action
 
-    def action_json(self, ref: ActionRef) -> dict[str, Any]:
-        """One action as Trello renders it (data, display and the member who made it)."""
+    def action_json(self, ref: ActionRef, fields: set[str] | None = None, member_creator: bool = True) -> dict[str, Any]:
+        """One action as Trello renders it (data, display and the member who made it): only `fields` (None = all),
+        and the `memberCreator` object unless `member_creator` is false, as the `fields` and `memberCreator`
+        parameters of Trello's action listings ask. The display is built only when asked for."""
+        document: dict[str, Any] = {"id": ref.id}
+        wanted = (lambda name: True) if fields is None else fields.__contains__
+        if wanted("idMemberCreator"):
+            document["idMemberCreator"] = self.member_id(ref.member)
+        if wanted("data") or wanted("display"):
+            data, card, key = self._action_data(ref)
+            if wanted("data"):
+                document["data"] = data
+        if wanted("appCreator"):
+            document["appCreator"] = None
+        if wanted("type"):
+            document["type"] = ref.type
+        if wanted("date"):
+            document["date"] = iso_ms(ref.at)
+        if wanted("limits"):
+            document["limits"] = {"reactions": {
+                "perAction": {"status": "ok", "disableAt": 900, "warnAt": 810},
+                "uniquePerAction": {"status": "ok", "disableAt": 17, "warnAt": 16}}} if ref.type == "commentCard" else {}
+        creator = self.member_creator(ref.member) if member_creator or wanted("display") else None
+        if wanted("display") and creator is not None:
+            document["display"] = {"translationKey": key, "entities": {
+                "card": {"type": "card", "id": card["id"], "shortLink": card["shortLink"], "text": card["name"]},
+                "memberCreator": {"type": "member", "id": creator["id"], "username": creator["username"],
+                                  "text": creator["fullName"]}}}
+        if member_creator:
+            document["memberCreator"] = creator
+        return document
+
+    def _action_data(self, ref: ActionRef) -> tuple[dict[str, Any], dict[str, Any], str]:
+        """An action's `data` (its board, list and card, and what its type carries), its card as the display names
+        it (a type may put a slimmer card in `data`) and its display key."""
         p = self.p
         i = ref.task
         board = int(p.tasks.project[i])
+        list_k = self.list_of(i)
         card = {"id": trello_id(p, i), "name": p.title(i), "idShort": int(p.tasks.seq[i]),
                 "shortLink": trello_short_link(p, i)}
-        list_k = self.list_of(i)
         data: dict[str, Any] = {
             "board": {"id": self.board_id(board), "name": p.projects[board].name, "shortLink": self.board_short_link(board)},
             "list": {"id": self.list_id(board, list_k), "name": self.list_name(board, list_k)},
             "card": card,
         }
-        key = _render_detail(self, ref, data, board)
-        creator = self.member_creator(ref.member)
-        document = {
-            "id": ref.id, "idMemberCreator": self.member_id(ref.member), "data": data, "appCreator": None,
-            "type": ref.type, "date": iso_ms(ref.at),
-            "limits": {"reactions": {"perAction": {"status": "ok", "disableAt": 900, "warnAt": 810},
-                                     "uniquePerAction": {"status": "ok", "disableAt": 17, "warnAt": 16}}}
-            if ref.type == "commentCard" else {},
-            "display": {"translationKey": key, "entities": {
-                "card": {"type": "card", "id": card["id"], "shortLink": card["shortLink"], "text": card["name"]},
-                "memberCreator": {"type": "member", "id": creator["id"], "username": creator["username"],
-                                  "text": creator["fullName"]}}},
-            "memberCreator": creator,
-        }
-        return document
+        return data, card, _render_detail(self, ref, data, board)
 
     def actions_page(self, refs: list[ActionRef], args: dict[str, Any], default_filter: str) -> list[dict[str, Any]]:
         """Filter, bound by `since`/`before`, sort newest first, cap at the latest 1000, page and render."""
@@ -861,7 +882,9 @@ class TrelloWorld:
             chosen = [r for r in chosen if r.id > bound]
         chosen.sort(key=lambda r: r.id, reverse=True)
         reachable = chosen[:LATEST_ACTIONS]
-        return [self.action_json(r) for r in reachable[page * limit : page * limit + limit]]
+        fields = _fields(args)
+        creator = _bool(args.get("memberCreator", True), "memberCreator")
+        return [self.action_json(r, fields, creator) for r in reachable[page * limit : page * limit + limit]]
 
     def find_action(self, action_id: str) -> ActionRef:
         if not HEX24.match(action_id):

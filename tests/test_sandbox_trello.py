@@ -376,3 +376,24 @@ def test_a_board_created_through_the_api_is_empty_listed_and_takes_lists_and_car
     lists = httpx.get(f"{base}/boards/{board['id']}/lists", params=auth).json()
     card = httpx.post(f"{base}/cards", params={**auth, "idList": lists[0]["id"], "name": "Data launch"}).json()
     assert [c["id"] for c in httpx.get(f"{base}/boards/{board['id']}/cards", params=auth).json()] == [card["id"]]
+
+
+def test_action_listings_render_only_the_fields_and_member_creator_asked_for(box, http):
+    """`fields` and `memberCreator` on a board's actions, and `action_fields` and `action_memberCreator` on a card's
+    nested ones, shape each action as Trello does: the id always, then only what was asked for."""
+    board_id = _board_id(box, http)
+    whole = http.get(f"/boards/{board_id}/actions", params={"limit": 1000}).json()
+    assert {"id", "idMemberCreator", "data", "type", "date", "display", "memberCreator"} <= set(whole[0])
+    lean = http.get(f"/boards/{board_id}/actions",
+                    params={"limit": 1000, "fields": "type,date,data", "memberCreator": "false"}).json()
+    assert [set(a) for a in lean] == [{"id", "type", "date", "data"}] * len(whole)
+    assert [{k: a[k] for k in ("id", "type", "date", "data")} for a in whole] == lean
+    with_creator = http.get(f"/boards/{board_id}/actions", params={"limit": 5, "fields": "type"}).json()
+    assert [set(a) for a in with_creator] == [{"id", "type", "memberCreator"}] * 5
+    assert [a["memberCreator"] for a in with_creator] == [a["memberCreator"] for a in whole[:5]]
+    card_id = lean[0]["data"]["card"]["id"]
+    card = http.get(f"/cards/{card_id}", params={"actions": "all", "action_fields": "date",
+                                                  "action_memberCreator": "false"}).json()
+    assert card["actions"] and all(set(a) == {"id", "date"} for a in card["actions"])
+    refused = http.get(f"/boards/{board_id}/actions", params={"memberCreator": "maybe"})
+    assert refused.status_code == 400
