@@ -48,6 +48,7 @@ import orjson
 import urllib3
 from asana.rest import ApiException
 
+from connectors.ahead import read_ahead_now
 from connectors.base import Batch, Connector, DueChange, Link, PersonRecord, ProjectRecord, Write, WriteResult
 from connectors.http import RetryPolicy, parse_retry_after, retry_delay
 from pmsync.config import AsanaConnection
@@ -764,10 +765,27 @@ class AsanaConnector(Connector):
     def _project_head(self, project: str, pending_token: str, tokens: dict[str, str], since: datetime | None,
                       read_ahead: bool) -> ProjectEvents:
         """The project's events (`_project_events`) and, when the project is not walked and `read_ahead`, the
-        first HEAD_PAGES pages of its listing of tasks modified since `since`."""
-        feed = self._project_events(project, pending_token, tokens)
-        if read_ahead and not feed.walk and since is not None:
-            feed.head = list(itertools.islice(self._listing_pages(project, since, "", TASK_FIELDS), HEAD_PAGES))
+        first HEAD_PAGES pages of its listing of tasks modified since `since`.
+
+        Where a stored token should let the events stand, the listing is read on a thread of its own alongside the
+        events (each is a chain of pages, one after another): either may come first, since a change the listing
+        misses is in the events, and a change after the events read is in the next pull's. When the token turns out
+        to have expired (the project is walked), the listing is dropped, up to HEAD_PAGES requests spent for
+        nothing."""
+        if not (read_ahead and since is not None):
+            return self._project_events(project, pending_token, tokens)
+        head = None
+        if not pending_token and tokens.get(project) and project not in self._fresh_tokens:
+            head = read_ahead_now(itertools.islice(self._listing_pages(project, since, "", TASK_FIELDS), HEAD_PAGES),
+                                  f"asana-{self.name}-head", HEAD_PAGES)
+        try:
+            feed = self._project_events(project, pending_token, tokens)
+            if not feed.walk:
+                feed.head = list(head if head is not None else
+                                 itertools.islice(self._listing_pages(project, since, "", TASK_FIELDS), HEAD_PAGES))
+        finally:
+            if head is not None:
+                head.close()
         return feed
 
     def _project_events(self, project: str, pending_token: str, tokens: dict[str, str]) -> ProjectEvents:

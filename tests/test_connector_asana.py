@@ -42,6 +42,7 @@ from sandbox.generator import (
 )
 from sandbox.pytest_plugin import TEST_AS_OF
 from sandbox.server import Sandbox, task_uid
+from tests.test_connector_trello_overlap import Gate
 from warehouse import open_warehouse
 from warehouse.base import Warehouse
 
@@ -339,6 +340,21 @@ def test_an_incremental_pull_reads_the_projects_events_and_listings_side_by_side
     assert stats.by_route["GET /api/1.0/tasks"] == projects
     assert stats.peak_in_flight_by_path["GET /api/1.0/tasks"] >= 2
     assert stats.in_flight_by_path["GET /api/1.0/tasks"] == 0
+
+
+def test_a_projects_listing_of_changes_goes_out_alongside_its_events_not_after_them(box, connect) -> None:
+    projects = len(box.portfolio.projects_of(ASANA))
+    connector = connect(box)
+    cursor = list(connector.pull(None))[-1].cursor
+    emulator = box.emulators["asana"]
+    # Every events read is held until some listing of changes has arrived: a pull that lists a project only once
+    # its events are read sends none while they are held, and every hold runs out of patience.
+    gate = Gate(emulator._inner, {("/api/1.0/events", n): lambda g: g.arrived("/api/1.0/tasks") >= projects
+                                  for n in range(1, projects + 1)}, patience_s=3.0)
+    emulator._inner = gate
+    assert pulled_gids(list(connector.pull(cursor))) == []
+    assert gate.met == {("/api/1.0/events", n): True for n in range(1, projects + 1)}
+    assert gate.arrived("/api/1.0/events") == gate.arrived("/api/1.0/tasks") == projects
 
 
 def test_a_pull_reads_the_projects_themselves_side_by_side_with_their_events(box, connect) -> None:
