@@ -25,6 +25,7 @@ from connectors.jira import (
     JiraConnector,
     Watermark,
     census_jql,
+    parse_jira_time,
     pull_jql,
     requested_fields,
 )
@@ -596,3 +597,20 @@ def test_with_remote_links_off_a_full_pull_costs_only_the_search_pages(shared_bo
     assert not [link for b in batches for link in b.links if link.origin == "remote_link"]
     pages = -(-issues // 100)
     assert connector.stats.requests <= pages + 1 + len(connector.projects)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2021-01-17T12:34:00.000+0000", datetime(2021, 1, 17, 12, 34, tzinfo=UTC)),
+    ("2021-01-17T12:34:00.123+0530", datetime(2021, 1, 17, 7, 4, 0, 123000, tzinfo=UTC)),
+    ("2021-01-17T12:34:00.5-0700", datetime(2021, 1, 17, 19, 34, 0, 500000, tzinfo=UTC)),
+    ("2021-01-17T12:34:00.000Z", datetime(2021, 1, 17, 12, 34, tzinfo=UTC)),
+    ("2021-1-7T12:34:00.000+0000", datetime(2021, 1, 7, 12, 34, tzinfo=UTC)),  # read by strptime alone
+])
+def test_jira_timestamps_are_read_as_aware_instants(text: str, expected: datetime) -> None:
+    parsed = parse_jira_time(text)
+    assert parsed.tzinfo is not None and parsed == expected
+
+
+def test_an_unreadable_jira_timestamp_is_refused() -> None:
+    with pytest.raises(ValueError):
+        parse_jira_time("17/01/2021 12:34")
