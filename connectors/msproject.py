@@ -1,13 +1,17 @@
-"""MS Project files (.mpp and MS Project XML) read with MPXJ, from OneDrive/SharePoint through `msgraph-sdk` or from
-local paths.
+"""MS Project files (.mpp and MS Project XML) read with MPXJ, or for MS Project XML in pure Python, from
+OneDrive/SharePoint through `msgraph-sdk` or from local paths.
 
 A configured file is `drive:{drive_id}/items/{item_id}` (the item's metadata is read first, one request, and its
 content downloaded only when its eTag differs from the cursor's: the SDK follows `/content`'s 302 to the
 pre-authenticated download URL, two requests) or `file:/abs/path` (read again only when its modification time or
-size changed). UniversalProjectReader tells .mpp from MSPDI XML by content.
+size changed). A file is told by its content: MS Project XML (MSPDI, "Save as XML") is parsed in Python by
+`connectors.mspdi_reader` into the very records MPXJ would give (its module docstring says how, and which rare
+files it leaves to MPXJ); anything else (.mpp, or MSPDI that reader declines) is read by MPXJ's
+UniversalProjectReader in a JVM (JPype). The JVM costs about 0.35 s to start and MPXJ's first read about 0.8 s
+more, so it is started only for a file whose bytes show that it needs MPXJ: a pull of MSPDI files never starts it.
 
-A raw record is one task of a file, as a plain dict built from MPXJ's Task (the project summary row, UID 0, is the
-file itself and is left out):
+A raw record is one task of a file, as a plain dict (`raw_record`, from MPXJ's Task or from the MSPDI Task
+element alike; the project summary row, UID 0, is the file itself and is left out):
 
     uid, id (row number), name, outline_level, outline_number, wbs, summary, milestone, percent_complete,
     start, finish, baseline_finish, actual_start, actual_finish, created   -- local wall times, ISO 8601
@@ -26,8 +30,9 @@ plan's baseline. Records are dated by calendar day (`*_date`) because MS Project
 The cursor is {file reference: JSON of {"version": eTag or "mtime_ns:size", "uids": "1-40,42"}}; the uids let the
 census name the tasks of unchanged files without reading them again. Costs per pull: one metadata request per
 drive file, plus two per changed drive file; none for local files. The drive files are fetched FILES_AT_ONCE at a
-time, a window's metadata requests and then its downloads side by side; the files are then read by MPXJ one after
-another, in the configured order, and a file's cursor entry is committed with its last batch.
+time, a window's metadata requests and then its downloads side by side; the files are then read one after
+another, in the configured order, and a file's cursor entry is committed with its last batch. The JVM, when a file
+needs it, starts on a thread of its own as soon as that file's bytes are in, while the others still download.
 """
 from __future__ import annotations
 
@@ -137,10 +142,6 @@ def _iso(value: Any) -> str | None:
     return f"{value.toLocalDate()}T{int(value.getHour()):02d}:{int(value.getMinute()):02d}:{int(value.getSecond()):02d}"
 
 
-def _day(value: Any) -> str | None:
-    return None if value is None else str(value.toLocalDate())
-
-
 def _text(value: Any) -> str | None:
     return None if value is None else (str(value) or None)
 
@@ -169,55 +170,90 @@ def _time_unit(name: str) -> Any:
 
 def task_record(task: Any, properties: Any, prefix: str) -> dict[str, Any]:
     """One MPXJ Task as the plain dict documented in the module docstring (prefix: item id or file stem)."""
-    uid = int(task.getUniqueID())
     parent = task.getParentTask()
-    parent_uid = int(parent.getUniqueID()) if parent is not None else None
-    if parent_uid == 0:  # the project summary row: the task is at the top level
-        parent_uid = None
     percent = task.getPercentageComplete()
-    percent = float(percent.doubleValue()) if percent is not None else None
     resources = []
     for assignment in task.getResourceAssignments():
         resource = assignment.getResource()
         if resource is not None:
             resources.append({"name": _text(resource.getName()), "email": _text(resource.getEmailAddress())})
     predecessors = [
-        {"uid": int(r.getPredecessorTask().getUniqueID()), "type": str(r.getType()), "lag_days": lag_days(r, properties)}
+        {"uid": int(r.getPredecessorTask().getUniqueID()), "type": str(r.getType()),
+         "lag_days": lag_days(r, properties)}
         for r in task.getPredecessors() if r.getPredecessorTask() is not None
     ]
+    return raw_record(
+        prefix,
+        uid=int(task.getUniqueID()),
+        id=int(task.getID()) if task.getID() is not None else None,
+        name=_text(task.getName()),
+        outline_level=int(task.getOutlineLevel()) if task.getOutlineLevel() is not None else None,
+        outline_number=_text(task.getOutlineNumber()),
+        wbs=_text(task.getWBS()),
+        summary=bool(task.getSummary()),
+        milestone=bool(task.getMilestone()),
+        percent_complete=float(percent.doubleValue()) if percent is not None else None,
+        start=_iso(task.getStart()),
+        finish=_iso(task.getFinish()),
+        baseline_finish=_iso(task.getBaselineFinish()),
+        actual_start=_iso(task.getActualStart()),
+        actual_finish=_iso(task.getActualFinish()),
+        created=_iso(task.getCreateDate()),
+        parent_uid=int(parent.getUniqueID()) if parent is not None else None,
+        notes=_text(task.getNotes()),
+        resources=resources,
+        predecessors=predecessors,
+    )
+
+
+def raw_record(prefix: str, *, uid: int, id: int | None, name: str | None, outline_level: int | None,
+               outline_number: str | None, wbs: str | None, summary: bool, milestone: bool,
+               percent_complete: float | None, start: str | None, finish: str | None, baseline_finish: str | None,
+               actual_start: str | None, actual_finish: str | None, created: str | None, parent_uid: int | None,
+               notes: str | None, resources: list[dict[str, str | None]],
+               predecessors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The raw record of one task from its fields, whoever read them (MPXJ, or `mspdi_reader` for MSPDI XML): the
+    dates as `YYYY-MM-DDTHH:MM:SS`, a parent UID of 0 (the project summary row) as the top level."""
+    if parent_uid == 0:
+        parent_uid = None
     first = resources[0] if resources else {}
     return {
         "uid": uid,
-        "id": int(task.getID()) if task.getID() is not None else None,
-        "name": _text(task.getName()),
-        "outline_level": int(task.getOutlineLevel()) if task.getOutlineLevel() is not None else None,
-        "outline_number": _text(task.getOutlineNumber()),
-        "wbs": _text(task.getWBS()),
-        "summary": bool(task.getSummary()),
-        "milestone": bool(task.getMilestone()),
-        "percent_complete": percent,
-        "start": _iso(task.getStart()),
-        "finish": _iso(task.getFinish()),
-        "baseline_finish": _iso(task.getBaselineFinish()),
-        "actual_start": _iso(task.getActualStart()),
-        "actual_finish": _iso(task.getActualFinish()),
-        "created": _iso(task.getCreateDate()),
-        "start_date": _day(task.getStart()),
-        "finish_date": _day(task.getFinish()),
-        "baseline_finish_date": _day(task.getBaselineFinish()),
+        "id": id,
+        "name": name,
+        "outline_level": outline_level,
+        "outline_number": outline_number,
+        "wbs": wbs,
+        "summary": summary,
+        "milestone": milestone,
+        "percent_complete": percent_complete,
+        "start": start,
+        "finish": finish,
+        "baseline_finish": baseline_finish,
+        "actual_start": actual_start,
+        "actual_finish": actual_finish,
+        "created": created,
+        "start_date": _day_of(start),
+        "finish_date": _day_of(finish),
+        "baseline_finish_date": _day_of(baseline_finish),
         "parent_uid": parent_uid,
-        "notes": _text(task.getNotes()),
+        "notes": notes,
         "resources": resources,
         "predecessors": predecessors,
         "_pmsync": {
             "native_id": f"{prefix}:{uid}",
             "parent_native_id": f"{prefix}:{parent_uid}" if parent_uid is not None else None,
             "project_native_id": prefix,
-            "progress": progress_of(percent),
+            "progress": progress_of(percent_complete),
             "assignee_name": first.get("name"),
             "assignee_email": first.get("email"),
         },
     }
+
+
+def _day_of(iso: str | None) -> str | None:
+    """The calendar day of a `YYYY-MM-DDTHH:MM:SS` time."""
+    return None if iso is None else iso[:iso.index("T")]
 
 
 def project_records(project: Any, prefix: str) -> list[dict[str, Any]]:
@@ -339,7 +375,7 @@ class MsProjectConnector(Connector):
                 census.update(f"{version.prefix}:{uid}" for uid in parse_ranges((known or {}).get("uids", "")))
                 continue
             try:
-                project = self._parse(f, version, content)
+                title, records = self._read(f, version, content)
             except UnreadableFile as exc:
                 # Quarantined, not fatal: the other files still load, the file's tasks are not taken as deleted,
                 # and it is read again once it changes.
@@ -350,8 +386,6 @@ class MsProjectConnector(Connector):
                 payload = {"file": version.name, "source": str(f), "version": version.version}
                 yield Batch(rejected=[(version.prefix, payload, str(exc))], cursor=dict(committed))
                 continue
-            records = project_records(project, version.prefix)
-            title = project_title(project, Path(version.name).stem)
             census.update(r["_pmsync"]["native_id"] for r in records)
             committed[version.ref] = orjson.dumps(
                 {"version": version.version, "uids": uid_ranges(r["uid"] for r in records)}).decode()
@@ -392,16 +426,14 @@ class MsProjectConnector(Connector):
         """Every file in the configured order with its version and, where that differs from the cursor's, its
         content (None where it does not). Files are fetched FILES_AT_ONCE at a time: a window's metadata requests
         side by side, then its downloads side by side on a thread of their own, each file handed over as soon as
-        its own bytes are in (so MPXJ reads the first while the others download). A file's failure is raised in its
-        turn, after the files before it. The JVM starts (on a thread of its own) as soon as a file is known to need
-        reading."""
+        its own bytes are in (so the first is read while the others download). A file's failure is raised in its
+        turn, after the files before it. The JVM starts (on a thread of its own) as soon as a file's bytes show that
+        it needs MPXJ (`_prestart_jvm_for`)."""
         for start in range(0, len(self.files), FILES_AT_ONCE):
             window = self.files[start:start + FILES_AT_ONCE]
             versions = self._versions(window)
             changed = [k for k, version in enumerate(versions)
                        if not isinstance(version, BaseException) and _changed(cursor, version)]
-            if changed:
-                start_jvm_in_background()
             downloads, downloader = self._contents([window[k] for k in changed])
             contents = dict(zip(changed, downloads, strict=True))
             try:
@@ -445,19 +477,24 @@ class MsProjectConnector(Connector):
                 continue
             assert f.path is not None
             try:
-                future.set_result(f.path.read_bytes())
+                content = f.path.read_bytes()
             except OSError as exc:
                 future.set_exception(_unreadable(f, exc))
+            else:
+                _prestart_jvm_for(content)
+                future.set_result(content)
         if not drive:
             return out, None
         session = self.session_()
 
         async def download(f: ProjectFile, future: Future[bytes]) -> None:
             try:
-                future.set_result(await session.fetch_bytes(self._item(f).content,
-                                                            f"downloading drive item {f.item_id}"))
+                content = await session.fetch_bytes(self._item(f).content, f"downloading drive item {f.item_id}")
             except Exception as exc:  # handed to the reader in the file's turn
                 future.set_exception(exc)
+            else:
+                _prestart_jvm_for(content)
+                future.set_result(content)
 
         async def download_all() -> None:
             await asyncio.gather(*(download(f, future) for f, future in drive))
@@ -476,6 +513,19 @@ class MsProjectConnector(Connector):
         downloader = threading.Thread(target=run, daemon=True, name=f"pmsync-{self.name}-downloads")
         downloader.start()
         return out, downloader
+
+    def _read(self, f: ProjectFile, version: FileVersion, content: bytes) -> tuple[str, list[dict[str, Any]]]:
+        """A file's title (its name's stem when it has none) and raw records: MSPDI XML read in Python, anything
+        else (or MSPDI that `mspdi_reader` declines) by MPXJ; `UnreadableFile` when MPXJ cannot read it either."""
+        from connectors.mspdi_reader import read_mspdi  # here: that module builds its records with raw_record
+
+        fallback = Path(version.name).stem
+        fast = read_mspdi(content, version.prefix)
+        if fast is not None:
+            title, records = fast
+            return title or fallback, records
+        project = self._parse(f, version, content)
+        return project_title(project, fallback), project_records(project, version.prefix)
 
     def _parse(self, f: ProjectFile, version: FileVersion, content: bytes) -> Any:
         try:
@@ -512,6 +562,16 @@ class MsProjectConnector(Connector):
 
 
 _PENDING = ConnectionFailed("drive item not read")  # a drive file's place until its metadata is read
+
+
+def _prestart_jvm_for(content: bytes) -> None:
+    """Start the JVM in the background for bytes that are not MS Project XML (MPXJ will read them), so that it comes
+    up while the other files download; MSPDI is read without it. An MSPDI file that `mspdi_reader` then declines
+    starts it when read."""
+    from connectors.mspdi_reader import looks_like_mspdi  # here: that module imports this one
+
+    if not looks_like_mspdi(content):
+        start_jvm_in_background()
 
 
 async def _all(awaitables: Iterable[Awaitable[Any]]) -> list[Any]:
