@@ -2,6 +2,8 @@
 
 One connection failing does not stop the others; the result says which failed and why. DuckDB takes one writer
 at a time, so its writes are serialized by a lock while pulls still overlap; PostgreSQL takes them in parallel.
+The lock is handed over in the order the connections asked for it (`TurnLock`), so a small connection's write
+waits for at most one write of each other connection, not for a big one's whole backlog.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from mappings.mapping import load_mapping
 from pmsync.config import Config, redact
 from pmsync.errors import ConfigError, PmsyncError
 from pmsync.links import replace_config_links, resolve_url_links
-from pmsync.sync import Progress, SyncResult, sync_connection
+from pmsync.sync import Progress, SyncResult, TurnLock, sync_connection
 from warehouse import open_warehouse
 from warehouse.base import Warehouse
 
@@ -74,7 +76,7 @@ def _run_connections(config: Config, connections: list, warehouse: Warehouse, fu
                      on_done: Callable[[SyncResult], None] | None) -> SyncOutcome:
     outcome = SyncOutcome()
     parallel_writes = warehouse.dialect == "postgresql"
-    lock = None if parallel_writes else threading.Lock()
+    lock = None if parallel_writes else TurnLock()
     shared_lock = lock or threading.Lock()
 
     def one(connection) -> SyncResult | None:

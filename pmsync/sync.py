@@ -86,6 +86,41 @@ class _RunState:
     people: set[tuple[str, str, str | None, str | None]] = field(default_factory=set)
 
 
+class TurnLock:
+    """A lock granted in the order it was asked for. `threading.Lock` lets the thread that releases it take it back
+    at once, before a waiter wakes: a connection with groups ready to write could keep DuckDB's one writer for as
+    long as its backlog lasts while a smaller connection's only group waited. For worker threads: a wait cut short
+    (an interrupt, which only the main thread receives) would keep its turn and stall those after it."""
+
+    def __init__(self) -> None:
+        self._turns = threading.Condition(threading.Lock())
+        self._issued = 0  # tickets handed out
+        self._serving = 0  # the ticket whose turn it is
+
+    def acquire(self) -> bool:
+        with self._turns:
+            ticket = self._issued
+            self._issued += 1
+            self._turns.wait_for(lambda: self._serving == ticket)
+        return True
+
+    def release(self) -> None:
+        with self._turns:
+            self._serving += 1
+            self._turns.notify_all()
+
+    def waiting(self) -> int:
+        """How many have asked for the lock and not been granted it yet."""
+        with self._turns:
+            return max(0, self._issued - self._serving - 1)
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
 def sync_connection(
     connector: Connector,
     mapping: Mapping,
@@ -95,7 +130,7 @@ def sync_connection(
     timezone: str = "UTC",
     census: bool = True,
     progress: Progress | None = None,
-    write_lock: threading.Lock | None = None,
+    write_lock: threading.Lock | TurnLock | None = None,
     commit_every_records: int = 1,
     commit_every_seconds: float = 0.0,
 ) -> SyncResult:
@@ -151,7 +186,8 @@ def sync_connection(
     return result
 
 
-def census_vouched(warehouse: Warehouse, connector: Connector, mode: str, lock: threading.Lock) -> bool:
+def census_vouched(warehouse: Warehouse, connector: Connector, mode: str, lock: threading.Lock | TurnLock,
+                   ) -> bool:
     """True when the census may be skipped: an incremental pull whose change feed saw nothing leave the scope, and
     a census of the same scope taken less than `CENSUS_MAX_AGE` ago (a changed configuration, a new mapping of the
     scope, or a census never taken means one is due)."""

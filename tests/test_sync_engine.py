@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from connectors.base import Batch, Link, PersonRecord
 from mappings.mapping import load_mapping
-from pmsync.sync import _RunState, grouped, merge_batches, prepare_batch, pulled_ahead
+from pmsync.sync import TurnLock, _RunState, grouped, merge_batches, prepare_batch, pulled_ahead
 
 
 def page(ids: list[str], cursor: str | None, links: list[Link] = ()) -> Batch:
@@ -109,3 +110,28 @@ def test_a_run_prepares_each_person_once_and_again_when_their_name_or_email_chan
     # Without a run state (a lone batch), every person is written.
     lone = prepare_batch("eng-jira", "jira", Batch(records=[], people=[ada, ada]), mapping, "UTC").people
     assert lone == [ada, ada]
+
+
+def test_the_warehouse_write_lock_goes_to_whoever_asked_for_it_first() -> None:
+    """A connection that releases DuckDB's writer and asks again at once (its next group is ready) waits behind a
+    connection that was already waiting; with `threading.Lock` it would take the writer straight back."""
+    lock = TurnLock()
+    order: list[str] = []
+
+    def other_connection() -> None:
+        with lock:
+            order.append("waiting connection")
+
+    lock.acquire()
+    waiter = threading.Thread(target=other_connection)
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while lock.waiting() < 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert lock.waiting() == 1
+    lock.release()
+    with lock:  # asked again at once, as a connection with a backlog does
+        order.append("releasing connection")
+    waiter.join(10)
+    assert order == ["waiting connection", "releasing connection"]
+    assert lock.waiting() == 0
