@@ -9,6 +9,7 @@ Same (seed, size, as-of date) gives the same portfolio; `fingerprint()` hashes i
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -73,8 +74,10 @@ GRAPH_ID_ALPHABET = BASE62 + "-_"
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def mix(*parts: int) -> int:
-    """A stable 64-bit hash of integers (splitmix64 over the parts): the per-task source of derived values."""
+    """A stable 64-bit hash of integers (splitmix64 over the parts): the per-task source of derived values. Kept
+    for the most recent arguments: the emulators derive the same ids and titles at every page they render."""
     h = 0x9E3779B97F4A7C15
     for p in parts:
         h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF

@@ -96,8 +96,10 @@ def _invalid(name: str) -> TrelloError:
 
 
 # -- time ---------------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1 << 18)
 def iso_ms(seconds: float) -> str:
-    """Epoch seconds as Trello writes timestamps: `2019-09-16T16:19:17.156Z`."""
+    """Epoch seconds as Trello writes timestamps: `2019-09-16T16:19:17.156Z` (kept: a board's listing renders
+    the same actions' and cards' times at every request, and formatting one costs more than the rest of them)."""
     moment = datetime.fromtimestamp(float(seconds), tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
