@@ -774,15 +774,14 @@ class AsanaConnector(Connector):
         nothing."""
         if not (read_ahead and since is not None):
             return self._project_events(project, pending_token, tokens)
+        pages = itertools.islice(self._listing_pages(project, since, "", TASK_FIELDS), HEAD_PAGES)  # lazy
         head = None
         if not pending_token and tokens.get(project) and project not in self._fresh_tokens:
-            head = read_ahead_now(itertools.islice(self._listing_pages(project, since, "", TASK_FIELDS), HEAD_PAGES),
-                                  f"asana-{self.name}-head", HEAD_PAGES)
+            head = read_ahead_now(pages, f"asana-{self.name}-head", HEAD_PAGES)
         try:
             feed = self._project_events(project, pending_token, tokens)
             if not feed.walk:
-                feed.head = list(head if head is not None else
-                                 itertools.islice(self._listing_pages(project, since, "", TASK_FIELDS), HEAD_PAGES))
+                feed.head = list(head if head is not None else pages)
         finally:
             if head is not None:
                 head.close()
